@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Service lookup: frontend match and backend choice. Shared by the
+ * connect-time hooks and (later) the per-packet tc programs, so both make the
+ * same decision for the same flow.
+ */
+#ifndef KPR_NAT_LOOKUP_H
+#define KPR_NAT_LOOKUP_H
+
+#include "maps.h"
+
+/* Outcome of a frontend lookup that matched a Service. */
+enum nat_verdict {
+	NAT_MISS = 0,		/* not a Service address: leave untouched */
+	NAT_FWD,		/* send to the backend in *be */
+	NAT_REJECT,		/* Service without usable endpoints */
+	NAT_BLACKHOLE,		/* source not allowed by the Service */
+};
+
+static __always_inline struct nat_fe_val *
+nat_fe_lookup(__be32 daddr, __u16 dport, __u8 proto, __be32 saddr)
+{
+	struct nat_fe_key key = {
+		.prefixlen = NAT_FE_PREFIX_FULL,
+		.addr = daddr,
+		.port = dport,
+		.proto = proto,
+		.saddr = saddr,
+	};
+
+	return bpf_map_lookup_elem(&kpr_v4_nat_fe, &key);
+}
+
+/*
+ * Pick a backend uniformly at random, like kube-proxy's statistic match.
+ * Only node-local backends are eligible when the traffic policy says so; the
+ * controller writes them first, at ordinals 0..local-1.
+ */
+static __always_inline enum nat_verdict
+nat_select_backend(const struct nat_fe_val *fe, bool local_only,
+		   struct nat_be_val *be)
+{
+	struct nat_be_key key = { .id = fe->id };
+	struct nat_be_val *found;
+	__u32 n;
+
+	if (fe->count == NAT_FE_BLACKHOLE)
+		return NAT_BLACKHOLE;
+
+	n = local_only ? fe->local : fe->count;
+	if (n == 0)
+		return NAT_REJECT;
+
+	key.ordinal = bpf_get_prandom_u32() % n;
+	found = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
+	if (!found) {
+		/* The controller writes backends before it raises count, so a
+		 * hole means someone edited the map by hand. Ordinal 0 is the
+		 * last slot to go; prefer it to refusing the connection. */
+		stat_inc(STAT_SOCK_BE_MISSING);
+		key.ordinal = 0;
+		found = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
+		if (!found)
+			return NAT_REJECT;
+	}
+
+	*be = *found;
+	return NAT_FWD;
+}
+
+#endif /* KPR_NAT_LOOKUP_H */

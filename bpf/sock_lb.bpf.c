@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+/*
+ * Connect-time (socket) load balancing for local sockets, on cgroup v2 hooks.
+ *
+ * A socket that connects or sends to a Service address is pointed straight at
+ * a backend, so its packets never need per-packet NAT. The socket's view is
+ * kept intact: recvmsg4 and getpeername4 translate the backend back to the
+ * Service address, using the (socket cookie, backend) -> VIP record written
+ * here.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "maps.h"
+#include "nat_lookup.h"
+
+#define SYS_REJECT	0
+#define SYS_PROCEED	1
+
+#ifndef ECONNREFUSED
+#define ECONNREFUSED	111
+#endif
+
+static __always_inline bool sock_proto_supported(__u32 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
+}
+
+static __always_inline void sk_nat_remember(struct bpf_sock_addr *ctx,
+					    const struct nat_be_val *be,
+					    __be32 vip, __u16 vport)
+{
+	struct sk_nat_key key = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.addr = be->addr,
+		.port = be->port,
+	};
+	struct sk_nat_val val = { .addr = vip, .port = vport };
+
+	bpf_map_update_elem(&kpr_v4_sk_nat, &key, &val, BPF_ANY);
+}
+
+/*
+ * Forward translation for connect4 and sendmsg4. `saddr` is the source the
+ * kernel already knows (0 for connect before bind), used only for the
+ * source-range part of the frontend key.
+ */
+static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx,
+					   __be32 saddr)
+{
+	__u32 proto = ctx->protocol;
+	__be32 vip = ctx->user_ip4;
+	__u16 vport = bpf_ntohs((__u16)ctx->user_port);
+	struct nat_fe_val *fe;
+	struct nat_be_val be;
+
+	if (!sock_proto_supported(proto))
+		return SYS_PROCEED;
+
+	fe = nat_fe_lookup(vip, vport, proto, saddr);
+	if (!fe)
+		return SYS_PROCEED;
+
+	switch (nat_select_backend(fe, fe->flags & NAT_FLG_INTERNAL_LOCAL, &be)) {
+	case NAT_FWD:
+		break;
+	case NAT_REJECT:
+		/* kube-proxy REJECTs with port-unreachable; the caller sees
+		 * ECONNREFUSED at once rather than a timeout or EPERM. */
+		stat_inc(STAT_SOCK_REJECT);
+		bpf_set_retval(-ECONNREFUSED);
+		return SYS_REJECT;
+	case NAT_BLACKHOLE:
+		stat_inc(STAT_SOCK_BLACKHOLE);
+		return SYS_REJECT;
+	default:
+		return SYS_PROCEED;
+	}
+
+	sk_nat_remember(ctx, &be, vip, vport);
+	ctx->user_ip4 = be.addr;
+	ctx->user_port = bpf_htons(be.port);
+	stat_inc(STAT_SOCK_XLATE);
+	return SYS_PROCEED;
+}
+
+/* Backend -> Service address, for anything that reports the peer. */
+static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
+{
+	struct sk_nat_key key = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.addr = ctx->user_ip4,
+		.port = bpf_ntohs((__u16)ctx->user_port),
+	};
+	struct sk_nat_val *orig;
+
+	orig = bpf_map_lookup_elem(&kpr_v4_sk_nat, &key);
+	if (!orig)
+		return SYS_PROCEED;
+
+	ctx->user_ip4 = orig->addr;
+	ctx->user_port = bpf_htons(orig->port);
+	stat_inc(STAT_SOCK_REVNAT);
+	return SYS_PROCEED;
+}
+
+SEC("cgroup/connect4")
+int kpr_connect4(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_fwd(ctx, 0);
+}
+
+/* Unconnected UDP: each datagram is balanced on its own, which keeps
+ * request/response protocols spread and moves off a dead backend at once. */
+SEC("cgroup/sendmsg4")
+int kpr_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_fwd(ctx, ctx->msg_src_ip4);
+}
+
+SEC("cgroup/recvmsg4")
+int kpr_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_rev(ctx);
+}
+
+SEC("cgroup/getpeername4")
+int kpr_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_rev(ctx);
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,228 @@
+/**
+ * The controller: turns store changes into reconciler writes.
+ *
+ * Nothing is written before every source has synced, so a restart never
+ * writes a partial or empty state over the pinned maps. Then:
+ *  - the first sync is a full one (adopted entries that are no longer
+ *    desired are removed);
+ *  - later syncs translate only the Services that changed;
+ *  - failed writes are retried with capped exponential backoff;
+ *  - a periodic resync re-reads the maps and repairs any drift.
+ */
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { translateService, type TranslateOptions } from '../model/translate.js';
+import { serviceKey, type DesiredServicePort } from '../model/types.js';
+import type { ApplyResult, Reconciler } from './reconciler.js';
+import type { InvalidObject, ObjectStore } from './store.js';
+
+export interface ControllerOptions {
+  store: ObjectStore;
+  reconciler: Reconciler;
+  log: Logger;
+  metrics?: Metrics | undefined;
+  translate?: TranslateOptions;
+  /** Full re-read and repair of the maps; 0 disables. */
+  resyncIntervalMs?: number;
+  retryMinMs?: number;
+  retryMaxMs?: number;
+  /** Called after each sync, to refresh gauges (map entry counts). */
+  afterSync?: () => void;
+}
+
+export class Controller {
+  private readonly dirty = new Set<string>();
+  /** service key -> the Service port names it produced last time */
+  private readonly portsBySvc = new Map<string, Set<string>>();
+  /** slice key -> trigger time already observed, so resyncs don't re-count it */
+  private readonly observedTrigger = new Map<string, number>();
+  private conflicted = new Set<string>();
+  private fullSyncDone = false;
+  private needFull = false;
+  private timer: NodeJS.Timeout | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private retryDelay = 0;
+  private stopped = false;
+  private lastSyncAt: number | undefined;
+  private lastError: string | undefined;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(private readonly opts: ControllerOptions) {}
+
+  start(): void {
+    const { store, log } = this.opts;
+    store.onChange = (keys) => {
+      for (const k of keys) this.dirty.add(k);
+      this.schedule(0);
+    };
+    store.onInvalid = (err: InvalidObject) => {
+      log.warn({ object: err.object, reason: err.reason }, `skipping ${err.object}: ${err.message}`);
+      this.opts.metrics?.skipped.inc({ kind: err.kind, reason: err.reason });
+    };
+    store.onSynced = () => {
+      log.info(store.counts(), 'sources synced; programming the data path');
+      this.schedule(0);
+    };
+    if (store.isSynced()) this.schedule(0);
+    const every = this.opts.resyncIntervalMs ?? 0;
+    if (every > 0) {
+      this.resyncTimer = setInterval(() => {
+        this.needFull = true;
+        this.schedule(0);
+      }, every);
+      this.resyncTimer.unref();
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    this.timer = undefined;
+  }
+
+  /** Sync state for health endpoints. */
+  status(): { synced: boolean; lastSyncAt: number | undefined; pending: number; lastError: string | undefined } {
+    return { synced: this.fullSyncDone, lastSyncAt: this.lastSyncAt, pending: this.dirty.size, lastError: this.lastError };
+  }
+
+  /** Resolves when nothing is pending (tests and the demo use it). */
+  whenIdle(): Promise<void> {
+    if (this.fullSyncDone && this.dirty.size === 0 && !this.timer) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped || !this.opts.store.isSynced()) return;
+    if (this.timer) {
+      if (delayMs > 0) return; // a retry is already queued
+      clearTimeout(this.timer);
+    }
+    // A zero delay still yields, so a burst of events becomes one sync.
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.sync();
+    }, delayMs);
+  }
+
+  private translate(key: string): DesiredServicePort[] {
+    const { store, log, metrics } = this.opts;
+    const svc = store.service(key);
+    if (!svc) return [];
+    const t = translateService(svc, store.slicesFor(key), this.opts.translate);
+    for (const s of t.skipped) {
+      log.debug({ object: s.object, reason: s.reason }, `not programming ${s.object}: ${s.message}`);
+      metrics?.skipped.inc({ kind: 'Service', reason: s.reason });
+    }
+    return t.ports;
+  }
+
+  /** Run one sync now. Exposed for tests; normally driven by schedule(). */
+  sync(): ApplyResult | undefined {
+    const { store, reconciler, log, metrics } = this.opts;
+    if (this.stopped || !store.isSynced()) return undefined;
+    const started = process.hrtime.bigint();
+    const full = !this.fullSyncDone || this.needFull;
+    const keys = full ? new Set([...store.serviceKeys(), ...this.portsBySvc.keys(), ...this.dirty]) : new Set(this.dirty);
+    for (const k of this.conflicted) keys.add(k);
+    this.dirty.clear();
+
+    const changes = new Map<string, DesiredServicePort | null>();
+    const produced = new Map<string, Set<string>>();
+    for (const key of keys) {
+      const ports = this.translate(key);
+      const names = new Set(ports.map((p) => p.name));
+      produced.set(key, names);
+      for (const p of ports) changes.set(p.name, p);
+      for (const old of this.portsBySvc.get(key) ?? []) if (!names.has(old)) changes.set(old, null);
+    }
+
+    let result: ApplyResult;
+    try {
+      if (full) {
+        if (this.needFull) reconciler.adopt(); // re-read the kernel to find drift
+        const desired = new Map<string, DesiredServicePort>();
+        for (const [n, p] of changes) if (p) desired.set(n, p);
+        result = reconciler.syncAll(desired);
+      } else {
+        result = reconciler.apply(changes);
+      }
+    } catch (err) {
+      // Unexpected (not a per-entry map error): retry everything.
+      for (const k of keys) this.dirty.add(k);
+      this.lastError = (err as Error).message;
+      log.error({ err }, 'sync failed');
+      this.retry();
+      return undefined;
+    }
+
+    for (const [key, names] of produced) {
+      if (names.size) this.portsBySvc.set(key, names);
+      else this.portsBySvc.delete(key);
+    }
+    this.conflicted = new Set(result.conflicts.map((c) => c.name.split(':')[0] as string));
+    for (const c of result.conflicts) {
+      log.warn({ servicePort: c.name, frontend: c.frontend, owner: c.owner }, `frontend ${c.frontend} already belongs to ${c.owner}`);
+    }
+    metrics?.frontendConflicts.set(result.conflicts.length);
+
+    const failedSvcs = new Set<string>();
+    for (const f of result.failed) {
+      failedSvcs.add(f.name.split(':')[0] as string);
+      metrics?.mapWriteErrors.inc({ map: f.map, code: f.code });
+      if (f.full) log.error({ map: f.map, servicePort: f.name }, `map ${f.map} is full: ${f.name} not programmed; raise its size flag`);
+      else log.error({ map: f.map, servicePort: f.name, code: f.code }, `write for ${f.name} failed: ${f.message}`);
+    }
+    for (const k of failedSvcs) this.dirty.add(k);
+
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    metrics?.syncDuration.observe(seconds);
+    this.observeProgramming(keys, failedSvcs);
+    this.fullSyncDone = true;
+    if (full && result.failed.length === 0) this.needFull = false;
+    log.info(
+      { full, services: keys.size, writes: result.writes, deletes: result.deletes, failed: result.failed.length, ms: +(seconds * 1000).toFixed(2) },
+      'synced',
+    );
+    this.opts.afterSync?.();
+
+    if (result.failed.length > 0) {
+      this.lastError = result.failed[0]?.message;
+      this.retry();
+    } else {
+      this.retryDelay = 0;
+      this.lastError = undefined;
+      this.lastSyncAt = Date.now();
+      metrics?.lastSync.set(this.lastSyncAt / 1000);
+      metrics?.pendingRetries.set(0);
+      if (this.dirty.size > 0) this.schedule(0);
+    }
+    if (this.dirty.size === 0 && !this.timer) {
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+    return result;
+  }
+
+  private retry(): void {
+    const min = this.opts.retryMinMs ?? 100;
+    const max = this.opts.retryMaxMs ?? 10_000;
+    this.retryDelay = this.retryDelay === 0 ? min : Math.min(max, this.retryDelay * 2);
+    this.opts.metrics?.pendingRetries.set(this.dirty.size);
+    this.schedule(this.retryDelay);
+  }
+
+  private observeProgramming(keys: Set<string>, failed: Set<string>): void {
+    const hist = this.opts.metrics?.programmingDuration;
+    const now = Date.now();
+    for (const key of keys) {
+      if (failed.has(key)) continue;
+      for (const slice of this.opts.store.slicesFor(key)) {
+        const t = slice.triggerTime;
+        const sk = serviceKey(slice.namespace, slice.name);
+        if (t === undefined || this.observedTrigger.get(sk) === t) continue;
+        this.observedTrigger.set(sk, t);
+        hist?.observe(Math.max(0, now - t) / 1000);
+      }
+    }
+  }
+}

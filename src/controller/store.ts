@@ -1,0 +1,147 @@
+/**
+ * The object store: the latest valid Service and EndpointSlice objects, as
+ * every source delivers them, indexed by Service. It tells the controller
+ * which Services changed. A malformed object is reported and skipped; if an
+ * earlier version of it was valid, that version is kept, so bad input never
+ * tears down a working Service.
+ */
+import { parseEndpointSlice, parseService, type ParseResult } from '../model/objects.js';
+import { serviceKey, type EndpointSlice, type Service } from '../model/types.js';
+
+export type Kind = 'Service' | 'EndpointSlice';
+
+export interface InvalidObject {
+  kind: Kind;
+  object: string;
+  reason: string;
+  message: string;
+}
+
+interface Entry<T> {
+  value: T;
+  /** Serialized input, to skip re-processing objects that did not change. */
+  raw: string;
+}
+
+function metaKey(raw: unknown): string | undefined {
+  const m = (raw as { metadata?: { name?: unknown; namespace?: unknown } } | null)?.metadata;
+  if (!m || typeof m.name !== 'string') return undefined;
+  return serviceKey(typeof m.namespace === 'string' && m.namespace ? m.namespace : 'default', m.name);
+}
+
+export class ObjectStore {
+  private services = new Map<string, Entry<Service>>();
+  private slices = new Map<string, Entry<EndpointSlice>>();
+  /** service key -> slice keys */
+  private slicesBySvc = new Map<string, Set<string>>();
+  private synced = new Set<Kind>();
+
+  onChange: (serviceKeys: Set<string>) => void = () => {};
+  onInvalid: (err: InvalidObject) => void = () => {};
+  onSynced: () => void = () => {};
+
+  isSynced(): boolean {
+    return this.synced.has('Service') && this.synced.has('EndpointSlice');
+  }
+
+  /** A source calls this once its first complete list of a kind is in. */
+  markSynced(kind: Kind): void {
+    const before = this.isSynced();
+    this.synced.add(kind);
+    if (!before && this.isSynced()) this.onSynced();
+  }
+
+  upsert(kind: Kind, raw: unknown): void {
+    const changed = new Set<string>();
+    this.upsertInto(kind, raw, changed);
+    if (changed.size) this.onChange(changed);
+  }
+
+  remove(kind: Kind, namespace: string, name: string): void {
+    const changed = new Set<string>();
+    this.removeInto(kind, serviceKey(namespace, name), changed);
+    if (changed.size) this.onChange(changed);
+  }
+
+  /** Replace every object of a kind with this list (a re-list, or a manifest reload). */
+  replace(kind: Kind, raws: unknown[]): void {
+    const changed = new Set<string>();
+    const seen = new Set<string>();
+    for (const raw of raws) {
+      const key = this.upsertInto(kind, raw, changed);
+      if (key) seen.add(key);
+    }
+    const current = kind === 'Service' ? this.services : this.slices;
+    for (const key of [...current.keys()]) if (!seen.has(key)) this.removeInto(kind, key, changed);
+    if (changed.size) this.onChange(changed);
+  }
+
+  private upsertInto(kind: Kind, raw: unknown, changed: Set<string>): string | undefined {
+    const key = metaKey(raw);
+    const parsed: ParseResult<Service | EndpointSlice> = kind === 'Service' ? parseService(raw) : parseEndpointSlice(raw);
+    if (!parsed.ok) {
+      this.onInvalid({ kind, object: parsed.object, reason: parsed.reason, message: parsed.message });
+      // Keep the last valid version, if any: the key counts as seen.
+      return key;
+    }
+    const text = JSON.stringify(raw);
+    if (kind === 'Service') {
+      const svc = parsed.value as Service;
+      const k = serviceKey(svc.namespace, svc.name);
+      if (this.services.get(k)?.raw === text) return k;
+      this.services.set(k, { value: svc, raw: text });
+      changed.add(k);
+      return k;
+    }
+    const slice = parsed.value as EndpointSlice;
+    const k = serviceKey(slice.namespace, slice.name);
+    const prev = this.slices.get(k);
+    if (prev?.raw === text) return k;
+    if (prev) {
+      const oldSvc = serviceKey(prev.value.namespace, prev.value.serviceName);
+      this.slicesBySvc.get(oldSvc)?.delete(k);
+      changed.add(oldSvc);
+    }
+    this.slices.set(k, { value: slice, raw: text });
+    const svcKey = serviceKey(slice.namespace, slice.serviceName);
+    let set = this.slicesBySvc.get(svcKey);
+    if (!set) this.slicesBySvc.set(svcKey, (set = new Set()));
+    set.add(k);
+    changed.add(svcKey);
+    return k;
+  }
+
+  private removeInto(kind: Kind, key: string, changed: Set<string>): void {
+    if (kind === 'Service') {
+      if (this.services.delete(key)) changed.add(key);
+      return;
+    }
+    const prev = this.slices.get(key);
+    if (!prev) return;
+    this.slices.delete(key);
+    const svcKey = serviceKey(prev.value.namespace, prev.value.serviceName);
+    const set = this.slicesBySvc.get(svcKey);
+    set?.delete(key);
+    if (set && set.size === 0) this.slicesBySvc.delete(svcKey);
+    changed.add(svcKey);
+  }
+
+  service(key: string): Service | undefined {
+    return this.services.get(key)?.value;
+  }
+
+  slicesFor(key: string): EndpointSlice[] {
+    return [...(this.slicesBySvc.get(key) ?? [])].flatMap((k) => {
+      const s = this.slices.get(k);
+      return s ? [s.value] : [];
+    });
+  }
+
+  serviceKeys(): string[] {
+    return [...this.services.keys()];
+  }
+
+  counts(): { services: number; slices: number } {
+    return { services: this.services.size, slices: this.slices.size };
+  }
+}

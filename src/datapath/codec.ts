@@ -1,0 +1,169 @@
+/**
+ * Byte-exact encoders and decoders for the map layouts in bpf/include/maps.h.
+ * Addresses are network order; ports and counters are host order, which is
+ * little-endian on every architecture kpr supports (checked at load).
+ */
+import { endianness } from 'node:os';
+import ipaddr from 'ipaddr.js';
+
+if (endianness() !== 'LE') throw new Error('kpr map codecs assume a little-endian host');
+
+export const NAT_FE_KEY_SIZE = 16;
+export const NAT_FE_VAL_SIZE = 20;
+export const NAT_BE_KEY_SIZE = 8;
+export const NAT_BE_VAL_SIZE = 8;
+export const SK_NAT_KEY_SIZE = 16;
+export const SK_NAT_VAL_SIZE = 8;
+export const SVC_META_NAME_LEN = 192;
+
+/** Bits of the LPM key that always match exactly: address, port, protocol. */
+export const NAT_FE_PREFIX_BASE = 56;
+
+export interface NatFeKey {
+  addr: string;
+  port: number;
+  proto: number;
+  srcAddr: string;
+  srcLen: number;
+}
+
+export interface NatFeVal {
+  id: number;
+  count: number;
+  local: number;
+  affinityTimeout: number;
+  flags: number;
+}
+
+export interface NatBeKey {
+  id: number;
+  ordinal: number;
+}
+
+export interface NatBeVal {
+  addr: string;
+  port: number;
+}
+
+export interface SkNatKey {
+  cookie: bigint;
+  addr: string;
+  port: number;
+}
+
+function writeIPv4(buf: Buffer, off: number, addr: string): void {
+  const bytes = ipaddr.IPv4.parse(addr).toByteArray();
+  for (let i = 0; i < 4; i++) buf[off + i] = bytes[i] ?? 0;
+}
+
+function readIPv4(buf: Buffer, off: number): string {
+  return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
+}
+
+function checkSize(buf: Buffer, size: number, what: string): void {
+  if (buf.length !== size) throw new RangeError(`${what}: expected ${size} bytes, got ${buf.length}`);
+}
+
+export function encodeNatFeKey(k: NatFeKey, out: Buffer = Buffer.alloc(NAT_FE_KEY_SIZE), off = 0): Buffer {
+  if (k.srcLen < 0 || k.srcLen > 32) throw new RangeError(`source prefix length ${k.srcLen} out of range`);
+  out.writeUInt32LE(NAT_FE_PREFIX_BASE + k.srcLen, off);
+  writeIPv4(out, off + 4, k.addr);
+  out.writeUInt16LE(k.port, off + 8);
+  out.writeUInt8(k.proto, off + 10);
+  writeIPv4(out, off + 11, k.srcAddr);
+  out.writeUInt8(0, off + 15);
+  return out;
+}
+
+export function decodeNatFeKey(b: Buffer): NatFeKey {
+  checkSize(b, NAT_FE_KEY_SIZE, 'nat_fe_key');
+  return {
+    addr: readIPv4(b, 4),
+    port: b.readUInt16LE(8),
+    proto: b.readUInt8(10),
+    srcAddr: readIPv4(b, 11),
+    srcLen: b.readUInt32LE(0) - NAT_FE_PREFIX_BASE,
+  };
+}
+
+export function encodeNatFeVal(v: NatFeVal, out: Buffer = Buffer.alloc(NAT_FE_VAL_SIZE), off = 0): Buffer {
+  out.writeUInt32LE(v.id, off);
+  out.writeUInt32LE(v.count >>> 0, off + 4);
+  out.writeUInt32LE(v.local, off + 8);
+  out.writeUInt32LE(v.affinityTimeout, off + 12);
+  out.writeUInt32LE(v.flags, off + 16);
+  return out;
+}
+
+export function decodeNatFeVal(b: Buffer): NatFeVal {
+  checkSize(b, NAT_FE_VAL_SIZE, 'nat_fe_val');
+  return {
+    id: b.readUInt32LE(0),
+    count: b.readUInt32LE(4),
+    local: b.readUInt32LE(8),
+    affinityTimeout: b.readUInt32LE(12),
+    flags: b.readUInt32LE(16),
+  };
+}
+
+export function encodeNatBeKey(k: NatBeKey, out: Buffer = Buffer.alloc(NAT_BE_KEY_SIZE), off = 0): Buffer {
+  out.writeUInt32LE(k.id, off);
+  out.writeUInt32LE(k.ordinal, off + 4);
+  return out;
+}
+
+export function decodeNatBeKey(b: Buffer): NatBeKey {
+  checkSize(b, NAT_BE_KEY_SIZE, 'nat_be_key');
+  return { id: b.readUInt32LE(0), ordinal: b.readUInt32LE(4) };
+}
+
+export function encodeNatBeVal(v: NatBeVal, out: Buffer = Buffer.alloc(NAT_BE_VAL_SIZE), off = 0): Buffer {
+  writeIPv4(out, off, v.addr);
+  out.writeUInt16LE(v.port, off + 4);
+  out.writeUInt16LE(0, off + 6);
+  return out;
+}
+
+export function decodeNatBeVal(b: Buffer): NatBeVal {
+  checkSize(b, NAT_BE_VAL_SIZE, 'nat_be_val');
+  return { addr: readIPv4(b, 0), port: b.readUInt16LE(4) };
+}
+
+export function encodeSkNatKey(k: SkNatKey): Buffer {
+  const out = Buffer.alloc(SK_NAT_KEY_SIZE);
+  out.writeBigUInt64LE(k.cookie, 0);
+  writeIPv4(out, 8, k.addr);
+  out.writeUInt16LE(k.port, 12);
+  return out;
+}
+
+export function decodeSkNatKey(b: Buffer): SkNatKey {
+  checkSize(b, SK_NAT_KEY_SIZE, 'sk_nat_key');
+  return { cookie: b.readBigUInt64LE(0), addr: readIPv4(b, 8), port: b.readUInt16LE(12) };
+}
+
+export function decodeSkNatVal(b: Buffer): NatBeVal {
+  checkSize(b, SK_NAT_VAL_SIZE, 'sk_nat_val');
+  return { addr: readIPv4(b, 0), port: b.readUInt16LE(4) };
+}
+
+export function encodeU32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+export function encodeSvcMeta(name: string): Buffer {
+  const out = Buffer.alloc(SVC_META_NAME_LEN);
+  const bytes = Buffer.from(name, 'utf8');
+  // Keep a terminating NUL so bpftool prints it as a C string.
+  if (bytes.length >= SVC_META_NAME_LEN) throw new RangeError(`service name too long for svc_meta: ${name}`);
+  bytes.copy(out);
+  return out;
+}
+
+export function decodeSvcMeta(b: Buffer): string {
+  checkSize(b, SVC_META_NAME_LEN, 'svc_meta');
+  const end = b.indexOf(0);
+  return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
+}

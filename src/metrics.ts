@@ -1,0 +1,80 @@
+/**
+ * Prometheus metrics. Names follow kube-proxy's where the meaning is the
+ * same, with a kpr_ prefix instead of kubeproxy_.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly syncDuration = new Histogram({
+    name: 'kpr_sync_proxy_rules_duration_seconds',
+    help: 'Time to translate changed Services and write them to the BPF maps',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+
+  readonly programmingDuration = new Histogram({
+    name: 'kpr_network_programming_duration_seconds',
+    help: 'From the EndpointSlice last-change-trigger-time annotation to the maps being written',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+
+  readonly lastSync = new Gauge({
+    name: 'kpr_sync_proxy_rules_last_timestamp_seconds',
+    help: 'Unix time of the last successful write of all pending changes',
+    registers: [this.registry],
+  });
+
+  readonly skipped = new Counter({
+    name: 'kpr_skipped_objects_total',
+    help: 'Services, ports and EndpointSlices that were not programmed, by reason',
+    labelNames: ['kind', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly mapEntries = new Gauge({
+    name: 'kpr_bpf_map_entries',
+    help: 'Entries in each BPF map',
+    labelNames: ['map'] as const,
+    registers: [this.registry],
+  });
+
+  readonly mapCapacity = new Gauge({
+    name: 'kpr_bpf_map_capacity',
+    help: 'max_entries of each BPF map',
+    labelNames: ['map'] as const,
+    registers: [this.registry],
+  });
+
+  readonly mapWriteErrors = new Counter({
+    name: 'kpr_bpf_map_write_errors_total',
+    help: 'Failed map writes by map and errno name; E2BIG/ENOSPC mean the map is full',
+    labelNames: ['map', 'code'] as const,
+    registers: [this.registry],
+  });
+
+  readonly pendingRetries = new Gauge({
+    name: 'kpr_sync_pending_retries',
+    help: 'Service ports whose last write failed and wait for a retry',
+    registers: [this.registry],
+  });
+
+  readonly frontendConflicts = new Gauge({
+    name: 'kpr_frontend_conflicts',
+    help: 'Frontends (address:port/proto) claimed by more than one Service port',
+    registers: [this.registry],
+  });
+
+  readonly datapathStats = new Gauge({
+    name: 'kpr_datapath_events',
+    help: 'Data-path counters from the kpr_stats map, summed over CPUs',
+    labelNames: ['event'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'kpr_' });
+  }
+}

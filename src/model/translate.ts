@@ -1,0 +1,139 @@
+/**
+ * The translation layer: validated Services and EndpointSlices in, desired
+ * frontend and backend entries out. Pure, so it is tested without BPF and
+ * shared by every source.
+ */
+import ipaddr from 'ipaddr.js';
+import {
+  IPPROTO,
+  NAT_FLG_EXTERNAL_LOCAL,
+  NAT_FLG_INTERNAL_LOCAL,
+  servicePortName,
+  type Backend,
+  type DesiredServicePort,
+  type EndpointSlice,
+  type Frontend,
+  type Service,
+  type ServicePort,
+} from './types.js';
+
+export interface TranslateOptions {
+  /** This node's name; endpoints on it are local. */
+  nodeName?: string | undefined;
+}
+
+export interface Skip {
+  object: string;
+  reason: string;
+  message: string;
+}
+
+export interface Translation {
+  ports: DesiredServicePort[];
+  skipped: Skip[];
+}
+
+/** Why kube-proxy would not program this Service at all, if it would not. */
+export function serviceSkipReason(svc: Service): Skip | undefined {
+  const object = `Service ${svc.namespace}/${svc.name}`;
+  if (svc.type === 'ExternalName') return { object, reason: 'external-name', message: 'ExternalName Services are DNS only' };
+  if (svc.headless) return { object, reason: 'headless', message: 'headless Services have no virtual IP' };
+  if (svc.proxyNameLabel !== undefined) {
+    return { object, reason: 'service-proxy-name', message: `labelled for proxy ${JSON.stringify(svc.proxyNameLabel)}` };
+  }
+  if (svc.clusterIPs.length === 0) return { object, reason: 'no-ipv4', message: 'no IPv4 cluster IP (IPv6 is not handled yet)' };
+  return undefined;
+}
+
+function compareBackends(a: Backend, b: Backend): number {
+  if (a.local !== b.local) return a.local ? -1 : 1;
+  const x = ipaddr.parse(a.addr).toByteArray();
+  const y = ipaddr.parse(b.addr).toByteArray();
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return (x[i] ?? 0) - (y[i] ?? 0);
+  return a.port - b.port;
+}
+
+/** The slice port that carries a Service port's target, by port name as the EndpointSlice controller writes it. */
+function slicePort(slice: EndpointSlice, sp: ServicePort): number | undefined {
+  const byName = slice.ports.find((p) => p.name === sp.name && p.protocol === sp.protocol);
+  if (byName) return byName.port;
+  // Hand-written slices sometimes name the port after the container port.
+  if (typeof sp.targetPort === 'string') {
+    return slice.ports.find((p) => p.name === sp.targetPort && p.protocol === sp.protocol)?.port;
+  }
+  return undefined;
+}
+
+/**
+ * Ready endpoints; when none is ready, serving-and-terminating ones, as
+ * kube-proxy does so that connections drain instead of failing.
+ */
+function backendsFor(sp: ServicePort, slices: EndpointSlice[], nodeName: string | undefined): Backend[] {
+  const ready = new Map<string, Backend>();
+  const terminating = new Map<string, Backend>();
+  for (const slice of slices) {
+    if (slice.addressType !== 'IPv4') continue;
+    const port = slicePort(slice, sp);
+    if (port === undefined) continue;
+    for (const ep of slice.endpoints) {
+      const local = nodeName !== undefined && ep.nodeName === nodeName;
+      for (const addr of ep.addresses) {
+        const key = `${addr}:${port}`;
+        const be = { addr, port, local };
+        if (ep.conditions.ready) ready.set(key, be);
+        else if (ep.conditions.serving && ep.conditions.terminating) terminating.set(key, be);
+      }
+    }
+  }
+  const chosen = ready.size > 0 ? ready : terminating;
+  return [...chosen.values()].sort(compareBackends);
+}
+
+function frontendsFor(svc: Service, sp: ServicePort): Frontend[] {
+  const proto = IPPROTO[sp.protocol as 'TCP' | 'UDP'];
+  const open = { srcAddr: '0.0.0.0', srcLen: 0, blackhole: false };
+  const internal = svc.internalTrafficPolicy === 'Local' ? NAT_FLG_INTERNAL_LOCAL : 0;
+  const external = svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0;
+  const out: Frontend[] = [];
+  for (const addr of svc.clusterIPs) out.push({ addr, port: sp.port, proto, flags: internal, ...open });
+  for (const addr of svc.externalIPs) out.push({ addr, port: sp.port, proto, flags: external, ...open });
+  for (const addr of svc.loadBalancerIPs) {
+    const ranges = svc.loadBalancerSourceRanges.map((c) => ipaddr.parseCIDR(c)).filter(([a]) => a.kind() === 'ipv4');
+    if (ranges.length === 0) {
+      out.push({ addr, port: sp.port, proto, flags: external, ...open });
+      continue;
+    }
+    for (const [a, len] of ranges) {
+      const net = ipaddr.IPv4.networkAddressFromCIDR(`${a.toString()}/${len}`).toString();
+      out.push({ addr, port: sp.port, proto, flags: external, srcAddr: net, srcLen: len, blackhole: false });
+    }
+    // Sources outside every range hit this entry and are dropped.
+    if (!ranges.some(([, len]) => len === 0)) out.push({ addr, port: sp.port, proto, flags: external, ...open, blackhole: true });
+  }
+  return out;
+}
+
+export function translateService(svc: Service, slices: EndpointSlice[], opts: TranslateOptions = {}): Translation {
+  const skip = serviceSkipReason(svc);
+  if (skip) return { ports: [], skipped: [skip] };
+  const ports: DesiredServicePort[] = [];
+  const skipped: Skip[] = [];
+  const own = slices.filter((s) => s.namespace === svc.namespace && s.serviceName === svc.name);
+  for (const sp of svc.ports) {
+    if (sp.protocol === 'SCTP') {
+      skipped.push({
+        object: `Service ${svc.namespace}/${svc.name} port ${sp.name || sp.port}`,
+        reason: 'unsupported-protocol',
+        message: 'SCTP is not load-balanced by kpr',
+      });
+      continue;
+    }
+    ports.push({
+      name: servicePortName(svc.namespace, svc.name, sp.name, sp.protocol),
+      frontends: frontendsFor(svc, sp),
+      backends: backendsFor(sp, own, opts.nodeName),
+      affinityTimeout: svc.affinityTimeout,
+    });
+  }
+  return { ports, skipped };
+}

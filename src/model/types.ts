@@ -1,0 +1,117 @@
+/**
+ * Validated Kubernetes objects (the subset kpr needs) and the desired
+ * data-path state the translation layer produces from them.
+ */
+
+export type Protocol = 'TCP' | 'UDP' | 'SCTP';
+
+export const IPPROTO: Record<'TCP' | 'UDP', number> = { TCP: 6, UDP: 17 };
+
+export interface ServicePort {
+  name: string;
+  protocol: Protocol;
+  port: number;
+  targetPort: number | string | undefined;
+  nodePort: number | undefined;
+}
+
+export interface Service {
+  namespace: string;
+  name: string;
+  uid: string | undefined;
+  type: 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
+  /** IPv4 cluster IPs only; IPv6 families are ignored for now. */
+  clusterIPs: string[];
+  headless: boolean;
+  proxyNameLabel: string | undefined;
+  ports: ServicePort[];
+  externalIPs: string[];
+  loadBalancerIPs: string[];
+  loadBalancerSourceRanges: string[];
+  externalTrafficPolicy: 'Cluster' | 'Local';
+  internalTrafficPolicy: 'Cluster' | 'Local';
+  healthCheckNodePort: number | undefined;
+  /** sessionAffinity ClientIP timeout in seconds, 0 when affinity is off. */
+  affinityTimeout: number;
+  annotations: Record<string, string>;
+}
+
+export interface EndpointConditions {
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+}
+
+export interface Endpoint {
+  addresses: string[];
+  conditions: EndpointConditions;
+  nodeName: string | undefined;
+}
+
+export interface EndpointPort {
+  name: string;
+  protocol: Protocol;
+  port: number;
+}
+
+export interface EndpointSlice {
+  namespace: string;
+  name: string;
+  /** Owning Service, from the kubernetes.io/service-name label. */
+  serviceName: string;
+  addressType: 'IPv4' | 'IPv6' | 'FQDN';
+  ports: EndpointPort[];
+  endpoints: Endpoint[];
+  /** endpoints.kubernetes.io/last-change-trigger-time, ms since epoch. */
+  triggerTime: number | undefined;
+}
+
+/** A Service port's stable identity, as kube-proxy names it: "ns/name:port/PROTO". */
+export function servicePortName(ns: string, name: string, port: string, proto: Protocol): string {
+  return `${ns}/${name}:${port}/${proto}`;
+}
+
+export function serviceKey(ns: string, name: string): string {
+  return `${ns}/${name}`;
+}
+
+/** One frontend: an address:port:proto that belongs to a Service port. */
+export interface Frontend {
+  addr: string;
+  port: number;
+  proto: number;
+  /** loadBalancerSourceRanges entry; 0.0.0.0/0 when unrestricted. */
+  srcAddr: string;
+  srcLen: number;
+  /** NAT_FLG_* bits for this frontend (traffic policy depends on how it was reached). */
+  flags: number;
+  /** true for the blackhole entry that drops sources outside the ranges. */
+  blackhole: boolean;
+}
+
+export interface Backend {
+  addr: string;
+  port: number;
+  local: boolean;
+}
+
+/** Everything the data path needs for one Service port. */
+export interface DesiredServicePort {
+  name: string;
+  frontends: Frontend[];
+  /** Local backends first; the reconciler keeps ordinals stable within each group. */
+  backends: Backend[];
+  affinityTimeout: number;
+}
+
+export const NAT_FLG_EXTERNAL_LOCAL = 0x1;
+export const NAT_FLG_INTERNAL_LOCAL = 0x2;
+export const NAT_FE_BLACKHOLE = 0xffffffff;
+
+export function frontendKey(f: Pick<Frontend, 'addr' | 'port' | 'proto' | 'srcAddr' | 'srcLen'>): string {
+  return `${f.addr}:${f.port}/${f.proto}<${f.srcAddr}/${f.srcLen}`;
+}
+
+export function backendKey(b: Pick<Backend, 'addr' | 'port'>): string {
+  return `${b.addr}:${b.port}`;
+}

@@ -1,0 +1,12 @@
+import type { ObjectStore } from '../controller/store.js';
+
+/**
+ * A source of Service and EndpointSlice objects. It feeds the store and
+ * calls store.markSynced() for each kind once its first complete view is in;
+ * the controller writes nothing before that.
+ */
+export interface Source {
+  readonly name: string;
+  start(store: ObjectStore): Promise<void>;
+  stop(): Promise<void>;
+}

@@ -1,0 +1,63 @@
+/** Builders for Service and EndpointSlice objects, shaped as kubectl prints them. */
+
+export interface SvcOpts {
+  ns?: string;
+  clusterIP?: string;
+  ports?: Array<{ name?: string; port: number; protocol?: string; targetPort?: number | string; nodePort?: number }>;
+  type?: string;
+  extra?: Record<string, unknown>;
+  labels?: Record<string, string>;
+}
+
+export function service(name: string, o: SvcOpts = {}): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: o.ns ?? 'default', ...(o.labels ? { labels: o.labels } : {}) },
+    spec: {
+      type: o.type ?? 'ClusterIP',
+      clusterIP: o.clusterIP ?? '198.18.0.10',
+      clusterIPs: [o.clusterIP ?? '198.18.0.10'],
+      ports: o.ports ?? [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080 }],
+      ...(o.extra ?? {}),
+    },
+  };
+}
+
+export interface SliceEndpoint {
+  ip: string;
+  ready?: boolean;
+  serving?: boolean;
+  terminating?: boolean;
+  node?: string;
+}
+
+export function slice(
+  name: string,
+  svc: string,
+  endpoints: SliceEndpoint[],
+  ports: Array<{ name?: string; port: number; protocol?: string }> = [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  o: { ns?: string; addressType?: string; annotations?: Record<string, string> } = {},
+): Record<string, unknown> {
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      name,
+      namespace: o.ns ?? 'default',
+      labels: { 'kubernetes.io/service-name': svc },
+      ...(o.annotations ? { annotations: o.annotations } : {}),
+    },
+    addressType: o.addressType ?? 'IPv4',
+    ports,
+    endpoints: endpoints.map((e) => ({
+      addresses: [e.ip],
+      conditions: {
+        ...(e.ready === undefined ? {} : { ready: e.ready }),
+        ...(e.serving === undefined ? {} : { serving: e.serving }),
+        ...(e.terminating === undefined ? {} : { terminating: e.terminating }),
+      },
+      ...(e.node ? { nodeName: e.node } : {}),
+    })),
+  };
+}

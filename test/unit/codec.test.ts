@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  decodeNatBeKey,
+  decodeNatBeVal,
+  decodeNatFeKey,
+  decodeNatFeVal,
+  decodeSkNatKey,
+  decodeSvcMeta,
+  encodeNatBeKey,
+  encodeNatBeVal,
+  encodeNatFeKey,
+  encodeNatFeVal,
+  encodeSkNatKey,
+  encodeSvcMeta,
+} from '../../src/datapath/codec.js';
+
+// Layouts from bpf/include/maps.h, written out byte by byte.
+
+test('nat_fe_key: packed 16 bytes, prefixlen = 56 + source prefix, port host order', () => {
+  const b = encodeNatFeKey({ addr: '198.18.0.10', port: 80, proto: 6, srcAddr: '203.0.113.0', srcLen: 24 });
+  assert.equal(b.toString('hex'), ['50000000', 'c612000a', '5000', '06', 'cb007100', '00'].join(''));
+  assert.deepEqual(decodeNatFeKey(b), { addr: '198.18.0.10', port: 80, proto: 6, srcAddr: '203.0.113.0', srcLen: 24 });
+  const open = encodeNatFeKey({ addr: '198.18.0.10', port: 53, proto: 17, srcAddr: '0.0.0.0', srcLen: 0 });
+  assert.equal(open.readUInt32LE(0), 56);
+  assert.throws(() => encodeNatFeKey({ addr: '198.18.0.10', port: 1, proto: 6, srcAddr: '0.0.0.0', srcLen: 33 }), RangeError);
+});
+
+test('nat_fe_val: five u32 in host order', () => {
+  const v = { id: 7, count: 3, local: 1, affinityTimeout: 10800, flags: 2 };
+  const b = encodeNatFeVal(v);
+  assert.equal(b.toString('hex'), '07000000' + '03000000' + '01000000' + '302a0000' + '02000000');
+  assert.deepEqual(decodeNatFeVal(b), v);
+  assert.equal(encodeNatFeVal({ ...v, count: 0xffffffff }).readUInt32LE(4), 0xffffffff);
+});
+
+test('nat_be key and value: 8 bytes each', () => {
+  assert.equal(encodeNatBeKey({ id: 258, ordinal: 1 }).toString('hex'), '0201000001000000');
+  assert.deepEqual(decodeNatBeKey(Buffer.from('0201000001000000', 'hex')), { id: 258, ordinal: 1 });
+  const v = encodeNatBeVal({ addr: '192.0.2.7', port: 8080 });
+  assert.equal(v.toString('hex'), 'c0000207' + '901f' + '0000');
+  assert.deepEqual(decodeNatBeVal(v), { addr: '192.0.2.7', port: 8080 });
+});
+
+test('sk_nat key: cookie u64, backend address, port', () => {
+  const b = encodeSkNatKey({ cookie: 0x0102030405060708n, addr: '192.0.2.1', port: 443 });
+  assert.equal(b.toString('hex'), '0807060504030201' + 'c0000201' + 'bb01' + '0000');
+  assert.deepEqual(decodeSkNatKey(b), { cookie: 0x0102030405060708n, addr: '192.0.2.1', port: 443 });
+});
+
+test('svc_meta: NUL-terminated name in 192 bytes', () => {
+  const b = encodeSvcMeta('default/web:http/TCP');
+  assert.equal(b.length, 192);
+  assert.equal(b[20], 0);
+  assert.equal(decodeSvcMeta(b), 'default/web:http/TCP');
+  assert.throws(() => encodeSvcMeta('x'.repeat(192)), RangeError);
+});
+
+test('decoders reject buffers of the wrong size', () => {
+  assert.throws(() => decodeNatFeKey(Buffer.alloc(15)), /expected 16 bytes/);
+  assert.throws(() => decodeNatBeVal(Buffer.alloc(9)), /expected 8 bytes/);
+});

@@ -1,0 +1,238 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { placeBackends, Reconciler, type NatMaps } from '../../src/controller/reconciler.js';
+import {
+  decodeNatBeKey,
+  decodeNatBeVal,
+  decodeNatFeKey,
+  decodeNatFeVal,
+  decodeSvcMeta,
+} from '../../src/datapath/codec.js';
+import type { KVMap } from '../../src/datapath/kvmap.js';
+import type { Backend, DesiredServicePort } from '../../src/model/types.js';
+import { memoryNatMaps } from '../helpers/memmaps.js';
+
+function port(name: string, vip: string, backends: string[], local = 0): DesiredServicePort {
+  return {
+    name,
+    frontends: [{ addr: vip, port: 80, proto: 6, srcAddr: '0.0.0.0', srcLen: 0, flags: 0, blackhole: false }],
+    backends: backends.map((a, i) => ({ addr: a, port: 8080, local: i < local })),
+    affinityTimeout: 0,
+  };
+}
+
+/** What the maps say, decoded: VIP -> {id, count, backends by ordinal}. */
+function view(m: NatMaps) {
+  const names = new Map(m.meta.dump().map(([k, v]) => [k.readUInt32LE(0), decodeSvcMeta(v)]));
+  const bes = new Map<number, string[]>();
+  for (const [k, v] of m.be.dump()) {
+    const key = decodeNatBeKey(k);
+    const arr = bes.get(key.id) ?? [];
+    arr[key.ordinal] = decodeNatBeVal(v).addr;
+    bes.set(key.id, arr);
+  }
+  return m.fe.dump().map(([k, v]) => {
+    const key = decodeNatFeKey(k);
+    const val = decodeNatFeVal(v);
+    return { vip: key.addr, name: names.get(val.id), id: val.id, count: val.count, local: val.local, backends: bes.get(val.id) ?? [] };
+  });
+}
+
+/** Records every map operation in order, to check make-before-break. */
+function tracing(m: NatMaps, log: string[]): NatMaps {
+  const wrap = (map: KVMap, tag: string): KVMap => ({
+    name: map.name,
+    keySize: map.keySize,
+    valueSize: map.valueSize,
+    maxEntries: map.maxEntries,
+    lookup: (k) => map.lookup(k),
+    dump: () => map.dump(),
+    update: (k, v) => {
+      log.push(`${tag}+${describe(tag, k, v)}`);
+      map.update(k, v);
+    },
+    delete: (k) => {
+      log.push(`${tag}-${describe(tag, k)}`);
+      return map.delete(k);
+    },
+    updateBatch(keys, values) {
+      keys.forEach((k, i) => this.update(k, values[i] as Buffer));
+    },
+    deleteBatch(keys) {
+      keys.forEach((k) => this.delete(k));
+    },
+  });
+  return { fe: wrap(m.fe, 'fe'), be: wrap(m.be, 'be'), meta: wrap(m.meta, 'meta') };
+}
+
+function describe(tag: string, k: Buffer, v?: Buffer): string {
+  if (tag === 'be') return `${decodeNatBeKey(k).ordinal}`;
+  if (tag === 'fe') return v ? `count=${decodeNatFeVal(v).count}` : decodeNatFeKey(k).addr;
+  return '';
+}
+
+test('placeBackends keeps surviving backends on their ordinal and fills holes', () => {
+  const b = (a: string, local = false): Backend => ({ addr: a, port: 1, local });
+  const prev = ['a', 'b', 'c', 'd'].map((a) => ({ addr: a, port: 1 }));
+  assert.deepEqual(placeBackends(prev, [b('a'), b('c'), b('d')]).map((x) => x.addr), ['a', 'd', 'c']);
+  assert.deepEqual(placeBackends(prev, [b('a'), b('b'), b('c'), b('d'), b('e')]).map((x) => x.addr), ['a', 'b', 'c', 'd', 'e']);
+  // local group first, whatever the previous order
+  assert.deepEqual(placeBackends(prev, [b('c', true), b('a'), b('b')]).map((x) => x.addr), ['c', 'b', 'a']);
+});
+
+test('writes frontends, backends and names; reads back byte-exact', () => {
+  const m = memoryNatMaps();
+  const r = new Reconciler(m);
+  r.adopt();
+  const res = r.syncAll(new Map([['default/web:http/TCP', port('default/web:http/TCP', '198.18.0.10', ['192.0.2.1', '192.0.2.2'], 1)]]));
+  assert.deepEqual(res.failed, []);
+  assert.deepEqual(view(m), [
+    { vip: '198.18.0.10', name: 'default/web:http/TCP', id: 1, count: 2, local: 1, backends: ['192.0.2.1', '192.0.2.2'] },
+  ]);
+});
+
+test('scale up writes backends before the count grows; scale down shrinks the count before deleting', () => {
+  const m = memoryNatMaps();
+  const log: string[] = [];
+  const r = new Reconciler(tracing(m, log));
+  r.adopt();
+  const name = 'default/web:http/TCP';
+  r.apply(new Map([[name, port(name, '198.18.0.10', ['192.0.2.1'])]]));
+  log.length = 0;
+  r.apply(new Map([[name, port(name, '198.18.0.10', ['192.0.2.1', '192.0.2.2', '192.0.2.3'])]]));
+  assert.deepEqual(log, ['be+1', 'be+2', 'fe+count=3']);
+  log.length = 0;
+  r.apply(new Map([[name, port(name, '198.18.0.10', ['192.0.2.3'])]]));
+  // 192.0.2.3 moves into the hole at ordinal 0, then the count shrinks, then the tail goes.
+  assert.deepEqual(log, ['be+0', 'fe+count=1', 'be-1', 'be-2']);
+  assert.deepEqual(view(m)[0]?.backends, ['192.0.2.3']);
+});
+
+test('an unchanged sync writes nothing', () => {
+  const m = memoryNatMaps();
+  const r = new Reconciler(m);
+  r.adopt();
+  const desired = new Map([['a/b:/TCP', port('a/b:/TCP', '198.18.0.10', ['192.0.2.1'])]]);
+  r.syncAll(desired);
+  const res = r.syncAll(desired);
+  assert.equal(res.writes, 0);
+  assert.equal(res.deletes, 0);
+});
+
+test('a restarted reconciler adopts ids and writes nothing for the same state', () => {
+  const m = memoryNatMaps();
+  const first = new Reconciler(m);
+  first.adopt();
+  const desired = new Map([
+    ['ns/a:http/TCP', port('ns/a:http/TCP', '198.18.0.1', ['192.0.2.1', '192.0.2.2'])],
+    ['ns/b:http/TCP', port('ns/b:http/TCP', '198.18.0.2', ['192.0.2.3'])],
+  ]);
+  first.syncAll(desired);
+  const ids = view(m).map((v) => [v.name, v.id]);
+  const writesBefore = m.fe.writes + m.be.writes + m.meta.writes;
+
+  const second = new Reconciler(m);
+  const report = second.adopt();
+  assert.deepEqual(report, { ports: 2, frontends: 2, backends: 3, orphans: 0 });
+  const res = second.syncAll(desired);
+  assert.equal(res.writes + res.deletes, 0);
+  assert.equal(m.fe.writes + m.be.writes + m.meta.writes, writesBefore);
+  assert.deepEqual(view(m).map((v) => [v.name, v.id]), ids);
+  // a new port after restart gets a fresh id, not a reused one
+  second.apply(new Map([['ns/c:http/TCP', port('ns/c:http/TCP', '198.18.0.3', [])]]));
+  assert.equal(second.idOf('ns/c:http/TCP'), 3);
+});
+
+test('removal deletes frontends, backends and the name; orphans are cleaned by a full sync', () => {
+  const m = memoryNatMaps();
+  const r = new Reconciler(m);
+  r.adopt();
+  r.syncAll(new Map([['x/y:/TCP', port('x/y:/TCP', '198.18.0.1', ['192.0.2.1'])]]));
+  // an entry nobody owns (no name), as if written by hand
+  m.be.update(Buffer.from('6300000000000000', 'hex'), Buffer.alloc(8));
+  r.adopt();
+  const res = r.syncAll(new Map());
+  assert.deepEqual(res.failed, []);
+  assert.equal(m.fe.size + m.be.size + m.meta.size, 0);
+});
+
+test('drift is repaired after re-adopting: a hand-deleted backend comes back', () => {
+  const m = memoryNatMaps();
+  const r = new Reconciler(m);
+  r.adopt();
+  const desired = new Map([['x/y:/TCP', port('x/y:/TCP', '198.18.0.1', ['192.0.2.1', '192.0.2.2'])]]);
+  r.syncAll(desired);
+  m.be.delete(Buffer.from('0100000001000000', 'hex'));
+  r.adopt();
+  r.syncAll(desired);
+  assert.deepEqual(view(m)[0]?.backends, ['192.0.2.1', '192.0.2.2']);
+});
+
+test('a full backend map is reported, the failing Service is not half-written, others proceed', () => {
+  const m = memoryNatMaps({ be: 3 });
+  const r = new Reconciler(m);
+  r.adopt();
+  const res = r.syncAll(new Map([
+    ['a/a:/TCP', port('a/a:/TCP', '198.18.0.1', ['192.0.2.1', '192.0.2.2'])],
+    ['a/b:/TCP', port('a/b:/TCP', '198.18.0.2', ['192.0.2.3', '192.0.2.4'])],
+  ]));
+  assert.equal(res.failed.length, 1);
+  assert.equal(res.failed[0]?.full, true);
+  assert.equal(res.failed[0]?.map, 'kpr_v4_nat_be');
+  const v = view(m);
+  // only the Service whose backends all fit has a frontend
+  assert.equal(v.length, 1);
+  assert.equal(v[0]?.count, 2);
+  // once there is room, the retry completes
+  r.apply(new Map([['a/a:/TCP', null]]));
+  const again = r.apply(new Map([['a/b:/TCP', port('a/b:/TCP', '198.18.0.2', ['192.0.2.3', '192.0.2.4'])]]));
+  assert.deepEqual(again.failed, []);
+  assert.deepEqual(view(m).map((x) => x.backends), [['192.0.2.3', '192.0.2.4']]);
+});
+
+test('a failed write is retried and then succeeds', () => {
+  const m = memoryNatMaps();
+  const r = new Reconciler(m);
+  r.adopt();
+  m.fe.failWrites = 'EIO';
+  const d = new Map([['a/a:/TCP', port('a/a:/TCP', '198.18.0.1', ['192.0.2.1'])]]);
+  assert.equal(r.syncAll(d).failed[0]?.code, 'EIO');
+  m.fe.failWrites = undefined;
+  assert.deepEqual(r.syncAll(d).failed, []);
+  assert.equal(view(m)[0]?.count, 1);
+});
+
+test('two Services claiming one VIP:port: the first keeps it, the second is reported', () => {
+  const m = memoryNatMaps();
+  const r = new Reconciler(m);
+  r.adopt();
+  r.apply(new Map([['a/one:/TCP', port('a/one:/TCP', '198.18.0.1', ['192.0.2.1'])]]));
+  const res = r.apply(new Map([['a/two:/TCP', port('a/two:/TCP', '198.18.0.1', ['192.0.2.2'])]]));
+  assert.equal(res.conflicts.length, 1);
+  assert.equal(res.conflicts[0]?.owner, 'a/one:/TCP');
+  assert.equal(view(m)[0]?.name, 'a/one:/TCP');
+  // when the owner goes in the same round, the other takes over
+  const res2 = r.apply(new Map([
+    ['a/one:/TCP', null],
+    ['a/two:/TCP', port('a/two:/TCP', '198.18.0.1', ['192.0.2.2'])],
+  ]));
+  assert.deepEqual(res2.conflicts, []);
+  assert.deepEqual(view(m).map((x) => [x.name, x.backends]), [['a/two:/TCP', ['192.0.2.2']]]);
+});
+
+test('10k Services x 10 endpoints sync through batches', () => {
+  const m = memoryNatMaps();
+  const r = new Reconciler(m);
+  r.adopt();
+  const desired = new Map<string, DesiredServicePort>();
+  for (let i = 0; i < 10_000; i++) {
+    const name = `ns/s${i}:http/TCP`;
+    const vip = `198.18.${i >> 8}.${i & 255}`;
+    desired.set(name, port(name, vip, Array.from({ length: 10 }, (_, j) => `192.0.2.${j + 1}`)));
+  }
+  const res = r.syncAll(desired);
+  assert.deepEqual(res.failed, []);
+  assert.equal(m.fe.size, 10_000);
+  assert.equal(m.be.size, 100_000);
+  assert.equal(m.meta.size, 10_000);
+});
