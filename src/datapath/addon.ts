@@ -132,7 +132,7 @@ export const BPF_EXIST = 2;
 
 /** Shape of the native module (addon/build/Release/kpr_bpf.node). */
 export interface KprBpfNative {
-  openObject(path: string, opts: OpenObjectOptions): BpfObject;
+  openObject(path: string, opts?: OpenObjectOptions): BpfObject;
   mapInfo(fd: number): MapInfo;
   mapLookup(fd: number, key: Buffer): Buffer | null;
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;

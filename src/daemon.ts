@@ -1,0 +1,98 @@
+/**
+ * `kpr run`: wire a source, the store, the controller and the data path
+ * together, and keep them running until SIGTERM/SIGINT. Exiting leaves the
+ * pinned maps and links in place, so forwarding goes on without us.
+ */
+import { Controller } from './controller/controller.js';
+import { Reconciler } from './controller/reconciler.js';
+import { ObjectStore } from './controller/store.js';
+import { Datapath } from './datapath/loader.js';
+import { ALL_MAPS, type MapSizes } from './datapath/layout.js';
+import type { Logger } from './log.js';
+import { Metrics } from './metrics.js';
+import { ManifestSource } from './sources/manifest.js';
+import type { Source } from './sources/source.js';
+import { cgroup2Mount } from './util/cgroup.js';
+
+export interface DaemonOptions {
+  manifests?: string | undefined;
+  pinPath: string;
+  cgroup?: string | undefined;
+  connectTimeLb: boolean;
+  sizes: MapSizes;
+  nodeName?: string | undefined;
+  resyncIntervalMs: number;
+  log: Logger;
+  metrics?: Metrics;
+  /** A source other than manifests (the Kubernetes API source). */
+  source?: Source;
+}
+
+export interface Daemon {
+  readonly controller: Controller;
+  readonly datapath: Datapath;
+  readonly store: ObjectStore;
+  readonly metrics: Metrics;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
+  const { log } = opts;
+  const metrics = opts.metrics ?? new Metrics({ defaultMetrics: true });
+  const datapath = await Datapath.open(opts.pinPath, opts.sizes);
+  const reconciler = new Reconciler(datapath.maps);
+  const adopted = reconciler.adopt();
+  log.info({ pinPath: opts.pinPath, ...adopted }, 'opened pinned maps');
+
+  const maps = datapath.maps;
+  for (const m of [maps.fe, maps.be, maps.meta, maps.skNat]) metrics.mapCapacity.set({ map: m.name }, m.maxEntries);
+  const refreshGauges = () => {
+    const c = reconciler.counts();
+    metrics.mapEntries.set({ map: maps.fe.name }, c.frontends);
+    metrics.mapEntries.set({ map: maps.be.name }, c.backends);
+    metrics.mapEntries.set({ map: maps.meta.name }, c.ports);
+    for (const [event, v] of Object.entries(datapath.readStats())) metrics.datapathStats.set({ event }, v);
+  };
+
+  if (opts.connectTimeLb) {
+    const cgroup = opts.cgroup ?? cgroup2Mount();
+    const report = await datapath.attachSockHooks(cgroup);
+    log.info({ cgroup, hooks: report }, 'connect-time hooks attached');
+  }
+
+  const store = new ObjectStore();
+  const controller = new Controller({
+    store,
+    reconciler,
+    log,
+    metrics,
+    translate: { nodeName: opts.nodeName },
+    resyncIntervalMs: opts.resyncIntervalMs,
+    afterSync: refreshGauges,
+  });
+  controller.start();
+
+  let source: Source;
+  if (opts.source) source = opts.source;
+  else if (opts.manifests) {
+    source = new ManifestSource({
+      path: opts.manifests,
+      log,
+      onIgnored: (_object, reason) => metrics.skipped.inc({ kind: 'Other', reason }),
+    });
+  } else throw new Error('no source: give --manifests PATH or --kubeconfig PATH');
+  await source.start(store);
+  log.info({ source: source.name, maps: ALL_MAPS }, 'kpr running');
+
+  return {
+    controller,
+    datapath,
+    store,
+    metrics,
+    async stop() {
+      await source.stop();
+      controller.stop();
+      datapath.close();
+    },
+  };
+}

@@ -1,0 +1,85 @@
+/**
+ * BpfMap: a kernel map behind the KVMap interface. Sizes come from the
+ * kernel (mapInfo), so a Buffer of the wrong size is refused before any
+ * syscall, with the map's name in the message.
+ */
+import * as bpf from './addon.js';
+import type { KVMap } from './kvmap.js';
+
+/** Large batches are split so one call never builds a huge Buffer. */
+const BATCH_CHUNK = 16384;
+
+export class BpfMap implements KVMap {
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly type: number;
+
+  constructor(
+    readonly name: string,
+    readonly fd: number,
+  ) {
+    const info = bpf.mapInfo(fd);
+    this.keySize = info.keySize;
+    this.valueSize = info.valueSize;
+    this.maxEntries = info.maxEntries;
+    this.type = info.type;
+  }
+
+  /** Open a pinned map by path (for inspect and cleanup: no program load). */
+  static openPinned(path: string, name: string): BpfMap {
+    return new BpfMap(name, bpf.objGet(path));
+  }
+
+  private check(buf: Buffer, size: number, what: string): void {
+    if (buf.length !== size) throw new RangeError(`${this.name}: ${what} must be ${size} bytes, got ${buf.length}`);
+  }
+
+  lookup(key: Buffer): Buffer | null {
+    this.check(key, this.keySize, 'key');
+    return bpf.mapLookup(this.fd, key);
+  }
+
+  update(key: Buffer, value: Buffer): void {
+    this.check(key, this.keySize, 'key');
+    this.check(value, this.valueSize, 'value');
+    bpf.mapUpdate(this.fd, key, value, bpf.BPF_ANY);
+  }
+
+  delete(key: Buffer): boolean {
+    this.check(key, this.keySize, 'key');
+    return bpf.mapDelete(this.fd, key);
+  }
+
+  dump(): Array<[Buffer, Buffer]> {
+    return bpf.mapDump(this.fd);
+  }
+
+  updateBatch(keys: Buffer[], values: Buffer[]): void {
+    if (keys.length !== values.length) throw new RangeError(`${this.name}: ${keys.length} keys but ${values.length} values`);
+    for (let i = 0; i < keys.length; i += BATCH_CHUNK) {
+      const k = keys.slice(i, i + BATCH_CHUNK);
+      const v = values.slice(i, i + BATCH_CHUNK);
+      k.forEach((b) => this.check(b, this.keySize, 'key'));
+      v.forEach((b) => this.check(b, this.valueSize, 'value'));
+      bpf.mapUpdateBatch(this.fd, Buffer.concat(k), Buffer.concat(v), k.length, bpf.BPF_ANY);
+    }
+  }
+
+  deleteBatch(keys: Buffer[]): void {
+    for (let i = 0; i < keys.length; i += BATCH_CHUNK) {
+      const k = keys.slice(i, i + BATCH_CHUNK);
+      k.forEach((b) => this.check(b, this.keySize, 'key'));
+      bpf.mapDeleteBatch(this.fd, Buffer.concat(k), k.length);
+    }
+  }
+
+  /** Number of entries, counted by iteration (the kernel keeps no count). */
+  count(): number {
+    return bpf.mapDump(this.fd).length;
+  }
+
+  close(): void {
+    bpf.closeFd(this.fd);
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * `kpr inspect nat`: every frontend with its Service port's name and its
+ * backends, read straight from the pinned maps (like `calico-node -bpf nat
+ * dump`, with names).
+ */
+import {
+  decodeNatBeKey,
+  decodeNatBeVal,
+  decodeNatFeKey,
+  decodeNatFeVal,
+  decodeSvcMeta,
+} from '../datapath/codec.js';
+import type { KVMap } from '../datapath/kvmap.js';
+import { NAT_FE_BLACKHOLE, NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_INTERNAL_LOCAL } from '../model/types.js';
+
+export interface NatRow {
+  frontend: { addr: string; port: number; proto: string; source: string };
+  service: string | null;
+  id: number;
+  count: number;
+  local: number;
+  blackhole: boolean;
+  affinityTimeout: number;
+  flags: string[];
+  backends: Array<{ ordinal: number; addr: string; port: number; local: boolean }>;
+  /** Ordinals below count with no backend entry: a broken map. */
+  missing: number[];
+}
+
+const PROTO_NAMES: Record<number, string> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
+
+function ipToNum(a: string): number {
+  return a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+}
+
+export function natRows(maps: { fe: KVMap; be: KVMap; meta: KVMap }): NatRow[] {
+  const names = new Map<number, string>();
+  for (const [k, v] of maps.meta.dump()) names.set(k.readUInt32LE(0), decodeSvcMeta(v));
+  const backends = new Map<number, Map<number, { addr: string; port: number }>>();
+  for (const [k, v] of maps.be.dump()) {
+    const key = decodeNatBeKey(k);
+    let m = backends.get(key.id);
+    if (!m) backends.set(key.id, (m = new Map()));
+    m.set(key.ordinal, decodeNatBeVal(v));
+  }
+  const rows: NatRow[] = [];
+  for (const [k, v] of maps.fe.dump()) {
+    const key = decodeNatFeKey(k);
+    const val = decodeNatFeVal(v);
+    const blackhole = val.count === NAT_FE_BLACKHOLE;
+    const bes = backends.get(val.id) ?? new Map();
+    const count = blackhole ? 0 : val.count;
+    const row: NatRow = {
+      frontend: { addr: key.addr, port: key.port, proto: PROTO_NAMES[key.proto] ?? String(key.proto), source: `${key.srcAddr}/${key.srcLen}` },
+      service: names.get(val.id) ?? null,
+      id: val.id,
+      count,
+      local: val.local,
+      blackhole,
+      affinityTimeout: val.affinityTimeout,
+      flags: [
+        ...(val.flags & NAT_FLG_EXTERNAL_LOCAL ? ['external-local'] : []),
+        ...(val.flags & NAT_FLG_INTERNAL_LOCAL ? ['internal-local'] : []),
+      ],
+      backends: [],
+      missing: [],
+    };
+    for (let i = 0; i < count; i++) {
+      const b = bes.get(i);
+      if (b) row.backends.push({ ordinal: i, ...b, local: i < val.local });
+      else row.missing.push(i);
+    }
+    rows.push(row);
+  }
+  rows.sort(
+    (a, b) =>
+      ipToNum(a.frontend.addr) - ipToNum(b.frontend.addr) ||
+      a.frontend.port - b.frontend.port ||
+      a.frontend.proto.localeCompare(b.frontend.proto) ||
+      a.frontend.source.localeCompare(b.frontend.source),
+  );
+  return rows;
+}
+
+export function formatNatRows(rows: NatRow[]): string {
+  const header = ['FRONTEND', 'PROTO', 'SOURCE', 'SERVICE', 'ID', 'BACKENDS'];
+  const table = rows.map((r) => {
+    let bes: string;
+    if (r.blackhole) bes = 'drop (source not allowed)';
+    else if (r.count === 0) bes = 'none: reject';
+    else {
+      bes = r.backends.map((b) => `${b.addr}:${b.port}${b.local ? '*' : ''}`).join(' ');
+      if (r.missing.length) bes += ` MISSING ordinals ${r.missing.join(',')}`;
+    }
+    const extra = [...r.flags, ...(r.affinityTimeout ? [`affinity ${r.affinityTimeout}s`] : [])];
+    return [
+      `${r.frontend.addr}:${r.frontend.port}`,
+      r.frontend.proto,
+      r.frontend.source,
+      r.service ?? '(unnamed)',
+      String(r.id),
+      bes + (extra.length ? ` [${extra.join(', ')}]` : ''),
+    ];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => (row[i] ?? '').length)));
+  const line = (cols: string[]) =>
+    cols
+      .map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join('  ')
+      .trimEnd();
+  const out = [line(header), ...table.map(line)];
+  if (rows.some((r) => r.local > 0)) out.push('(* = node-local backend)');
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,112 @@
+/**
+ * A one-node topology in network namespaces: a node namespace with pods on
+ * veths, each pod running podserver. Addresses come from 192.0.2.0/24 only,
+ * and no namespace has a route out. destroy() removes everything it made, by
+ * name, even after a partial create.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { ip, nodeArgv, spawnIn } from './exec.js';
+import { repoRoot } from '../util/paths.js';
+
+export interface Pod {
+  name: string;
+  netns: string;
+  ip: string;
+  proc?: ChildProcess;
+}
+
+export const NODE_IP = '192.0.2.1';
+
+/** The lab's own scripts, compiled or not: follow what this module is running as. */
+export function labScript(name: string): string {
+  const compiled = import.meta.url.endsWith('.js');
+  return compiled ? join(repoRoot(), 'dist', 'lab', `${name}.js`) : join(repoRoot(), 'src', 'lab', `${name}.ts`);
+}
+
+export class NodeTopology {
+  readonly nodeNs: string;
+  readonly pods: Pod[] = [];
+  private created: string[] = [];
+
+  constructor(
+    readonly prefix: string,
+    private readonly podCount: number,
+    readonly port = 8080,
+  ) {
+    if (!/^[a-z0-9-]{1,11}$/.test(prefix)) throw new Error(`topology prefix must be short [a-z0-9-]: ${prefix}`);
+    this.nodeNs = `${prefix}-node`;
+  }
+
+  async create(): Promise<void> {
+    await ip(['netns', 'add', this.nodeNs]);
+    this.created.push(this.nodeNs);
+    const inNode = (args: string[]) => ip(['-n', this.nodeNs, ...args]);
+    await inNode(['link', 'set', 'lo', 'up']);
+    await inNode(['addr', 'add', `${NODE_IP}/32`, 'dev', 'lo']);
+    for (let i = 0; i < this.podCount; i++) {
+      const pod: Pod = { name: `pod-${i + 1}`, netns: `${this.prefix}-p${i + 1}`, ip: `192.0.2.${11 + i}` };
+      await ip(['netns', 'add', pod.netns]);
+      this.created.push(pod.netns);
+      const host = `veth${i + 1}`;
+      // Create the pair inside the node namespace, then move one end.
+      await inNode(['link', 'add', host, 'type', 'veth', 'peer', 'name', 'eth0']);
+      await inNode(['link', 'set', 'eth0', 'netns', pod.netns]);
+      await inNode(['link', 'set', host, 'up']);
+      await inNode(['route', 'add', `${pod.ip}/32`, 'dev', host]);
+      const inPod = (args: string[]) => ip(['-n', pod.netns, ...args]);
+      await inPod(['link', 'set', 'lo', 'up']);
+      await inPod(['link', 'set', 'eth0', 'up']);
+      await inPod(['addr', 'add', `${pod.ip}/32`, 'dev', 'eth0']);
+      await inPod(['route', 'add', `${NODE_IP}/32`, 'dev', 'eth0']);
+      this.pods.push(pod);
+    }
+  }
+
+  /** Start podserver in every pod and wait until each is listening. */
+  async startServers(): Promise<void> {
+    const script = labScript('podserver');
+    await Promise.all(
+      this.pods.map(async (pod) => {
+        const proc = spawnIn({ netns: pod.netns }, process.execPath, [
+          ...nodeArgv(script),
+          '--name',
+          pod.name,
+          '--host',
+          pod.ip,
+          '--port',
+          String(this.port),
+        ]);
+        pod.proc = proc;
+        let out = '';
+        proc.stdout?.on('data', (d) => (out += d.toString()));
+        const timer = setTimeout(() => proc.kill('SIGKILL'), 15_000);
+        while (!out.includes('ready')) {
+          const [ended] = await Promise.race([once(proc.stdout!, 'data'), once(proc, 'exit').then(() => [true])]);
+          if (ended === true) throw new Error(`podserver ${pod.name} exited before it was ready`);
+        }
+        clearTimeout(timer);
+      }),
+    );
+  }
+
+  async stopServer(pod: Pod): Promise<void> {
+    if (!pod.proc || pod.proc.exitCode !== null) return;
+    const exited = once(pod.proc, 'exit');
+    pod.proc.kill('SIGTERM');
+    await exited;
+  }
+
+  async destroy(): Promise<void> {
+    for (const pod of this.pods) {
+      try {
+        await this.stopServer(pod);
+      } catch {
+        pod.proc?.kill('SIGKILL');
+      }
+    }
+    for (const ns of this.created.reverse()) await ip(['netns', 'del', ns], { allowFail: true });
+    this.created = [];
+  }
+}
