@@ -101,7 +101,13 @@ function udpOnce(): Promise<void> {
       done();
     });
     if (connected) {
-      sock.connect(port, host, () => sock.send('hello'));
+      // On failure the callback gets the error (ECONNREFUSED from the hook).
+      sock.connect(port, host, (err?: Error) => {
+        if (err) {
+          inc(s.errors, (err as NodeJS.ErrnoException).code ?? 'ERROR');
+          done();
+        } else sock.send('hello');
+      });
     } else {
       sock.send('hello', port, host);
     }
