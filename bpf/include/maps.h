@@ -26,6 +26,8 @@
 #define KPR_NAT_BE_ENTRIES	262144
 #define KPR_SK_NAT_ENTRIES	65536
 #define KPR_SVC_META_ENTRIES	65536
+#define KPR_CT_ENTRIES		524288
+#define KPR_FRAG_ENTRIES	8192
 
 /*
  * Frontend key. An LPM trie so that loadBalancerSourceRanges can live in the
@@ -48,6 +50,10 @@ struct nat_fe_key {
 /* nat_fe_val.flags */
 #define NAT_FLG_EXTERNAL_LOCAL	0x1	/* externalTrafficPolicy: Local */
 #define NAT_FLG_INTERNAL_LOCAL	0x2	/* internalTrafficPolicy: Local */
+#define NAT_FLG_EXTERNAL	0x10	/* NodePort, externalIP or LB IP (not a ClusterIP) */
+
+/* nat_fe_key.addr of the NodePort entry that matches every node address. */
+#define NAT_FE_NODEPORT_ANY	0xffffffff
 
 /* count value that marks a source-range blackhole: matched, never served. */
 #define NAT_FE_BLACKHOLE	0xffffffffu
@@ -137,6 +143,125 @@ struct {
 } kpr_svc_meta SEC(".maps");
 
 /*
+ * Conntrack for per-packet NAT. The key is the 5-tuple normalised so the
+ * lower (address, port) comes first; both directions of a leg find the same
+ * entry, and CT_F_CLIENT_IS_A says which side opened it.
+ *
+ * A NATed flow has two entries:
+ *   CT_FWD  keyed on client <-> frontend (what the client sends). It holds
+ *           the backend, and the SNAT source if the flow is masqueraded.
+ *   CT_REV  keyed on client' <-> backend (what is on the wire after NAT).
+ *           It holds the frontend and the original client, and owns the
+ *           flow's TCP state and timestamps; the controller's expiry scan
+ *           reads REV entries and deletes both.
+ */
+struct ct_key {
+	__u8 proto;
+	__u8 pad[3];
+	__be32 addr_a;
+	__be32 addr_b;
+	__u16 port_a;
+	__u16 port_b;
+};
+
+enum ct_type {
+	CT_FWD = 1,
+	CT_REV = 2,
+};
+
+/* ct_val.flags */
+#define CT_F_CLIENT_IS_A	0x01	/* the client is the (addr_a, port_a) side */
+#define CT_F_SNAT		0x02	/* source rewritten to the node address */
+#define CT_F_DSR		0x04	/* reply leaves from the backend's node */
+
+/* ct_val.tcp_client / tcp_server: TCP flags seen from each side */
+#define CT_TCP_SYN	0x01
+#define CT_TCP_ACK	0x02
+#define CT_TCP_FIN	0x04
+#define CT_TCP_RST	0x08
+
+struct ct_val {
+	__u8 type;		/* enum ct_type */
+	__u8 flags;		/* CT_F_* */
+	__u8 tcp_client;	/* REV: flags seen from the client */
+	__u8 tcp_server;	/* REV: flags seen from the backend */
+	__u32 svc_id;
+	__u64 created;		/* bpf_ktime_get_ns() */
+	__u64 last_seen;
+	/* FWD: backend, and the SNAT source (0 = none).
+	 * REV: frontend (VIP:port), and the original client. */
+	__be32 nat_addr;
+	__be32 nat_saddr;
+	__u16 nat_port;
+	__u16 nat_sport;
+	__u32 be_ordinal;	/* FWD: ordinal the backend was picked at */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+	__uint(max_entries, KPR_CT_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpr_v4_ct SEC(".maps");
+
+/*
+ * Ports of fragmented datagrams: later fragments carry no L4 header, so the
+ * ports seen in the first fragment are kept here, keyed by the IP id.
+ */
+struct frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__u16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct frag_val {
+	__u16 sport;
+	__u16 dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct frag_key);
+	__type(value, struct frag_val);
+	__uint(max_entries, KPR_FRAG_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpr_v4_frag SEC(".maps");
+
+/*
+ * Per-node settings the controller writes before it attaches tc programs:
+ * one entry, so the data path needs no reload when they change.
+ */
+struct kpr_config {
+	__be32 node_ip;		/* SNAT source and this node's NodePort address */
+	__be32 cluster_cidr;	/* pod network: sources inside it are "internal" */
+	__u8 cluster_cidr_len;
+	__u8 pad[3];
+	__u16 snat_port_min;	/* SNAT source ports are picked from this range */
+	__u16 snat_port_max;
+	__u32 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct kpr_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpr_config SEC(".maps");
+
+/* Addresses of this node: NodePort's wildcard frontend applies to them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(max_entries, 64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpr_v4_node_ips SEC(".maps");
+
+/*
  * Data-path counters, per CPU so the hot path never contends. The controller
  * sums them for /metrics; tests read them to prove which path a packet took.
  */
@@ -146,6 +271,16 @@ enum kpr_stat {
 	STAT_SOCK_BLACKHOLE,	/* source outside loadBalancerSourceRanges */
 	STAT_SOCK_BE_MISSING,	/* ordinal < count but no backend entry */
 	STAT_SOCK_REVNAT,	/* recvmsg/getpeername reported the VIP */
+	STAT_TC_FWD_NEW,	/* tc: new NATed flow */
+	STAT_TC_FWD,		/* tc: packet of a known flow, forward NAT */
+	STAT_TC_REV,		/* tc: reply reverse-NATed */
+	STAT_TC_REJECT,		/* tc: no endpoint, ICMP port-unreachable sent */
+	STAT_TC_DROP_POLICY,	/* tc: source range or no local endpoint */
+	STAT_TC_ICMP_ERR,	/* tc: ICMP error about a NATed flow translated */
+	STAT_TC_FRAG_MISS,	/* tc: later fragment with no first fragment seen */
+	STAT_TC_UDP_RESELECT,	/* tc: UDP flow moved off a removed backend */
+	STAT_TC_REDIRECT_FAIL,	/* tc: no route for a NATed packet; left to the stack */
+	STAT_TC_SNAT_NO_PORT,	/* tc: no free SNAT port */
 	STAT_MAX = 32,
 };
 

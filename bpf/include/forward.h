@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Sending a NATed packet on. After NAT at ingress the packet may carry this
+ * node's own address as its source (SNAT) or a VIP nobody routes (reverse
+ * NAT); the stack's input checks would call it martian. So kpr does the
+ * route lookup itself and redirects to the egress device, as Calico and
+ * Cilium do, and leaves local delivery to the stack.
+ */
+#ifndef KPR_FORWARD_H
+#define KPR_FORWARD_H
+
+#include <linux/pkt_cls.h>
+#include "nat_rewrite.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+static __always_inline int ip_decrease_ttl(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	__u16 old, new;
+
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	if (ip->ttl <= 1)
+		return -1;
+	old = *(__u16 *)&ip->ttl;	/* ttl and protocol share one 16-bit word */
+	ip->ttl--;
+	new = *(__u16 *)&ip->ttl;
+	return bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, sizeof(new));
+}
+
+static __noinline int nat_forward(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct bpf_fib_lookup fib = {
+		.family = AF_INET,
+		.l4_protocol = p->proto,
+		.sport = bpf_htons(p->sport),
+		.dport = bpf_htons(p->dport),
+		.tot_len = p->tot_len,
+		.ipv4_src = p->saddr,
+		.ipv4_dst = p->daddr,
+		.ifindex = skb->ingress_ifindex,
+	};
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
+		/* Local delivery, or something only the stack knows how to do. */
+		if (rc != BPF_FIB_LKUP_RET_NOT_FWDED)
+			stat_inc(STAT_TC_REDIRECT_FAIL);
+		return TC_ACT_OK;
+	}
+	/* TTL expiring: let the stack send time-exceeded. */
+	if (ip_decrease_ttl(skb))
+		return TC_ACT_OK;
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(fib.ifindex, 0);
+}
+
+#endif /* KPR_FORWARD_H */

@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * ICMP for per-packet NAT:
+ *  - icmp_send_unreach() turns the offending packet into an ICMP
+ *    destination-unreachable and sends it back where it came from. That is
+ *    kube-proxy's REJECT (port-unreachable) for a Service with no endpoint,
+ *    and frag-needed for packets that do not fit.
+ *  - icmp_error_xlate() rewrites an ICMP error about a NATed flow (outer and
+ *    embedded headers), so port-unreachable and frag-needed reach the client
+ *    as if the Service address had sent them.
+ */
+#ifndef KPR_ICMP_H
+#define KPR_ICMP_H
+
+#include "conntrack.h"
+#include "csum.h"
+#include "forward.h"
+
+#define ICMP_ERR_HLEN	(sizeof(struct iphdr) + sizeof(struct icmphdr))
+
+static __noinline int icmp_send_unreach(struct __sk_buff *skb, const struct pkt *p, __u8 code, __u16 mtu)
+{
+	__u32 ihl = p->l4_off - p->l3_off;
+	__u32 quoted = ihl + 8;	/* the offending IP header and 64 bits of its payload */
+	struct ethhdr eth;
+	struct iphdr ip = {};
+	struct icmphdr icmp = {};
+	void *data, *data_end;
+	__u64 sum;
+	__u16 csum;
+
+	if (ihl < 20 || ihl > 60)
+		return TC_ACT_SHOT;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+		return TC_ACT_SHOT;
+	if (bpf_skb_adjust_room(skb, ICMP_ERR_HLEN, BPF_ADJ_ROOM_MAC, 0))
+		return TC_ACT_SHOT;
+	if (bpf_skb_change_tail(skb, ETH_HLEN + ICMP_ERR_HLEN + quoted, 0))
+		return TC_ACT_SHOT;
+
+	/* Back to the sender: swap MACs. */
+	if (bpf_skb_store_bytes(skb, 0, eth.h_source, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, eth.h_dest, ETH_ALEN, 0))
+		return TC_ACT_SHOT;
+
+	ip.version = 4;
+	ip.ihl = 5;
+	ip.tot_len = bpf_htons(ICMP_ERR_HLEN + quoted);
+	ip.ttl = 64;
+	ip.protocol = IPPROTO_ICMP;
+	/* From the address the client asked for, as a router or host would. */
+	ip.saddr = p->daddr;
+	ip.daddr = p->saddr;
+	sum = csum_add_words(&ip, (void *)(&ip + 1), sizeof(ip), 0);
+	ip.check = csum_fold32(sum);
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0))
+		return TC_ACT_SHOT;
+
+	icmp.type = ICMP_DEST_UNREACH;
+	icmp.code = code;
+	icmp.un.frag.mtu = bpf_htons(mtu);
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip), &icmp, sizeof(icmp), 0))
+		return TC_ACT_SHOT;
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN + ICMP_ERR_HLEN + quoted > data_end)
+		return TC_ACT_SHOT;
+	sum = csum_add_words(data + ETH_HLEN + sizeof(ip), data_end, sizeof(icmp) + quoted, 0);
+	csum = csum_fold32(sum);
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip) + offsetof(struct icmphdr, checksum), &csum, sizeof(csum), 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* Rewrite one 4-byte address inside the quoted header of an ICMP error,
+ * keeping the quoted IP checksum and the ICMP checksum right. */
+static __always_inline int icmp_inner_set_addr(struct __sk_buff *skb, __u32 icmp_csum_off,
+					       __u32 inner_l3, __u32 field_off, __be32 from, __be32 to)
+{
+	__u32 inner_csum_off = inner_l3 + offsetof(struct iphdr, check);
+	__u16 old_csum, new_csum;
+
+	if (from == to)
+		return 0;
+	if (bpf_skb_load_bytes(skb, inner_csum_off, &old_csum, sizeof(old_csum)))
+		return -1;
+	if (bpf_l3_csum_replace(skb, inner_csum_off, from, to, sizeof(to)))
+		return -1;
+	if (bpf_skb_store_bytes(skb, inner_l3 + field_off, &to, sizeof(to), 0))
+		return -1;
+	if (bpf_skb_load_bytes(skb, inner_csum_off, &new_csum, sizeof(new_csum)))
+		return -1;
+	if (bpf_l4_csum_replace(skb, icmp_csum_off, from, to, sizeof(to)))
+		return -1;
+	return bpf_l4_csum_replace(skb, icmp_csum_off, old_csum, new_csum, sizeof(new_csum)) ? -1 : 0;
+}
+
+static __always_inline int icmp_inner_set_port(struct __sk_buff *skb, __u32 icmp_csum_off,
+					       __u32 off, __u16 from_host, __u16 to_host)
+{
+	__be16 from = bpf_htons(from_host), to = bpf_htons(to_host);
+
+	if (from == to)
+		return 0;
+	if (bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0))
+		return -1;
+	return bpf_l4_csum_replace(skb, icmp_csum_off, from, to, sizeof(to)) ? -1 : 0;
+}
+
+/*
+ * An ICMP error quoting a packet the client' sent to a backend (after NAT):
+ * make it look like the error was about client -> Service, sent to the
+ * client. Returns a TC action, or -1 when the error is not about a NATed
+ * flow (the caller passes it on).
+ */
+static __noinline int icmp_error_xlate(struct __sk_buff *skb, struct pkt *p, bool ingress)
+{
+	__u32 inner_l3 = p->l4_off + sizeof(struct icmphdr);
+	__u32 icmp_csum_off = p->l4_off + offsetof(struct icmphdr, checksum);
+	struct iphdr inner;
+	__u32 inner_l4;
+	__u16 ports[2];
+	__u16 isport, idport;
+	struct ct_key key;
+	struct ct_val *ct;
+	bool src_is_a;
+	__be32 isaddr, idaddr;
+
+	if (p->frag != FRAG_NONE)
+		return -1;
+	/* Copies, not packet pointers: the quoted header sits at an offset
+	 * the verifier cannot bound, and the helper checks it for us. */
+	if (bpf_skb_load_bytes(skb, inner_l3, &inner, sizeof(inner)))
+		return -1;
+	if (inner.version != 4 || inner.ihl < 5)
+		return -1;
+	if (inner.protocol != IPPROTO_TCP && inner.protocol != IPPROTO_UDP)
+		return -1;
+	inner_l4 = inner_l3 + inner.ihl * 4;
+	if (bpf_skb_load_bytes(skb, inner_l4, ports, sizeof(ports)))
+		return -1;
+	isaddr = inner.saddr;
+	idaddr = inner.daddr;
+	isport = bpf_ntohs(ports[0]);
+	idport = bpf_ntohs(ports[1]);
+
+	src_is_a = ct_key_make(&key, inner.protocol, isaddr, isport, idaddr, idport);
+	ct = bpf_map_lookup_elem(&kpr_v4_ct, &key);
+	/* Only errors about the client's own packets (client' -> backend). */
+	if (!ct || ct->type != CT_REV || !ct_from_client(ct, src_is_a))
+		return -1;
+
+	/* Quoted packet: client' -> backend  becomes  client -> VIP. */
+	if (icmp_inner_set_addr(skb, icmp_csum_off, inner_l3, offsetof(struct iphdr, daddr), idaddr, ct->nat_addr) ||
+	    icmp_inner_set_addr(skb, icmp_csum_off, inner_l3, offsetof(struct iphdr, saddr), isaddr, ct->nat_saddr) ||
+	    icmp_inner_set_port(skb, icmp_csum_off, inner_l4 + 2, idport, ct->nat_port) ||
+	    icmp_inner_set_port(skb, icmp_csum_off, inner_l4, isport, ct->nat_sport))
+		return TC_ACT_SHOT;
+
+	/* Outer header: to the real client; from the VIP if the backend sent it. */
+	if (nat_set_addr(skb, p, false, ct->nat_saddr))
+		return TC_ACT_SHOT;
+	if (p->saddr == idaddr && nat_set_addr(skb, p, true, ct->nat_addr))
+		return TC_ACT_SHOT;
+	stat_inc(STAT_TC_ICMP_ERR);
+	return ingress ? nat_forward(skb, p) : TC_ACT_OK;
+}
+
+#endif /* KPR_ICMP_H */
