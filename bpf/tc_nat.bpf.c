@@ -263,6 +263,10 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 	bool external, internal_client, local_only, snat;
 	__u32 n;
 
+	/* A reset never opens a flow; NATing it to a random backend would
+	 * only reset somebody else's connection. */
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & CT_TCP_RST))
+		return TC_ACT_OK;
 	fe = frontend_for(p, h);
 	if (!fe)
 		return TC_ACT_OK;

@@ -167,3 +167,128 @@ export function decodeSvcMeta(b: Buffer): string {
   const end = b.indexOf(0);
   return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
 }
+
+// --- conntrack (struct ct_key / ct_val) --------------------------------------
+
+export const CT_KEY_SIZE = 16;
+export const CT_VAL_SIZE = 40;
+export const CT_FWD = 1;
+export const CT_REV = 2;
+export const CT_F_CLIENT_IS_A = 0x01;
+export const CT_F_SNAT = 0x02;
+export const CT_F_DSR = 0x04;
+export const CT_TCP_SYN = 0x01;
+export const CT_TCP_ACK = 0x02;
+export const CT_TCP_FIN = 0x04;
+export const CT_TCP_RST = 0x08;
+
+export interface CtKey {
+  proto: number;
+  addrA: string;
+  addrB: string;
+  portA: number;
+  portB: number;
+}
+
+export interface CtVal {
+  type: number;
+  flags: number;
+  tcpClient: number;
+  tcpServer: number;
+  svcId: number;
+  created: bigint;
+  lastSeen: bigint;
+  natAddr: string;
+  natSaddr: string;
+  natPort: number;
+  natSport: number;
+  beOrdinal: number;
+}
+
+export function encodeCtKey(k: CtKey): Buffer {
+  const b = Buffer.alloc(CT_KEY_SIZE);
+  b.writeUInt8(k.proto, 0);
+  writeIPv4(b, 4, k.addrA);
+  writeIPv4(b, 8, k.addrB);
+  b.writeUInt16LE(k.portA, 12);
+  b.writeUInt16LE(k.portB, 14);
+  return b;
+}
+
+export function decodeCtKey(b: Buffer): CtKey {
+  checkSize(b, CT_KEY_SIZE, 'ct_key');
+  return { proto: b.readUInt8(0), addrA: readIPv4(b, 4), addrB: readIPv4(b, 8), portA: b.readUInt16LE(12), portB: b.readUInt16LE(14) };
+}
+
+/** The normalised key for a flow leg, as the data path builds it. */
+export function ctKeyFor(proto: number, a1: string, p1: number, a2: string, p2: number): CtKey {
+  const n1 = ipaddr.IPv4.parse(a1).toByteArray().reduce((n, o) => n * 256 + o, 0);
+  const n2 = ipaddr.IPv4.parse(a2).toByteArray().reduce((n, o) => n * 256 + o, 0);
+  const firstIsA = n1 < n2 || (n1 === n2 && p1 <= p2);
+  return firstIsA ? { proto, addrA: a1, portA: p1, addrB: a2, portB: p2 } : { proto, addrA: a2, portA: p2, addrB: a1, portB: p1 };
+}
+
+export function encodeCtVal(v: CtVal): Buffer {
+  const b = Buffer.alloc(CT_VAL_SIZE);
+  b.writeUInt8(v.type, 0);
+  b.writeUInt8(v.flags, 1);
+  b.writeUInt8(v.tcpClient, 2);
+  b.writeUInt8(v.tcpServer, 3);
+  b.writeUInt32LE(v.svcId, 4);
+  b.writeBigUInt64LE(v.created, 8);
+  b.writeBigUInt64LE(v.lastSeen, 16);
+  writeIPv4(b, 24, v.natAddr);
+  writeIPv4(b, 28, v.natSaddr);
+  b.writeUInt16LE(v.natPort, 32);
+  b.writeUInt16LE(v.natSport, 34);
+  b.writeUInt32LE(v.beOrdinal, 36);
+  return b;
+}
+
+export function decodeCtVal(b: Buffer): CtVal {
+  checkSize(b, CT_VAL_SIZE, 'ct_val');
+  return {
+    type: b.readUInt8(0),
+    flags: b.readUInt8(1),
+    tcpClient: b.readUInt8(2),
+    tcpServer: b.readUInt8(3),
+    svcId: b.readUInt32LE(4),
+    created: b.readBigUInt64LE(8),
+    lastSeen: b.readBigUInt64LE(16),
+    natAddr: readIPv4(b, 24),
+    natSaddr: readIPv4(b, 28),
+    natPort: b.readUInt16LE(32),
+    natSport: b.readUInt16LE(34),
+    beOrdinal: b.readUInt32LE(36),
+  };
+}
+
+// --- struct kpr_config --------------------------------------------------------
+
+export const KPR_CONFIG_SIZE = 20;
+
+export interface KprConfig {
+  nodeIP: string;
+  clusterCidr: string;
+  clusterCidrLen: number;
+  snatPortMin: number;
+  snatPortMax: number;
+  flags: number;
+}
+
+export function encodeKprConfig(c: KprConfig): Buffer {
+  const b = Buffer.alloc(KPR_CONFIG_SIZE);
+  writeIPv4(b, 0, c.nodeIP);
+  writeIPv4(b, 4, c.clusterCidr);
+  b.writeUInt8(c.clusterCidrLen, 8);
+  b.writeUInt16LE(c.snatPortMin, 12);
+  b.writeUInt16LE(c.snatPortMax, 14);
+  b.writeUInt32LE(c.flags, 16);
+  return b;
+}
+
+export function encodeIPv4(addr: string): Buffer {
+  const b = Buffer.alloc(4);
+  writeIPv4(b, 0, addr);
+  return b;
+}

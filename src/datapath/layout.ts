@@ -7,13 +7,40 @@ export const MAP_NAT_BE = 'kpr_v4_nat_be';
 export const MAP_SK_NAT = 'kpr_v4_sk_nat';
 export const MAP_SVC_META = 'kpr_svc_meta';
 export const MAP_STATS = 'kpr_stats';
+export const MAP_CT = 'kpr_v4_ct';
+export const MAP_FRAG = 'kpr_v4_frag';
+export const MAP_CONFIG = 'kpr_config';
+export const MAP_NODE_IPS = 'kpr_v4_node_ips';
 
-export const ALL_MAPS = [MAP_NAT_FE, MAP_NAT_BE, MAP_SK_NAT, MAP_SVC_META, MAP_STATS] as const;
+export const ALL_MAPS = [
+  MAP_NAT_FE,
+  MAP_NAT_BE,
+  MAP_SK_NAT,
+  MAP_SVC_META,
+  MAP_STATS,
+  MAP_CT,
+  MAP_FRAG,
+  MAP_CONFIG,
+  MAP_NODE_IPS,
+] as const;
 
 /** Sub-directory for pinned program links. */
 export const LINKS_DIR = 'links';
 
 export const SOCK_LB_OBJECT = 'sock_lb.bpf.o';
+export const TC_NAT_OBJECT = 'tc_nat.bpf.o';
+
+/** tc programs by the role of the device they sit on. */
+export const TC_PROGRAMS = {
+  host: { ingress: 'kpr_from_host', egress: 'kpr_to_host' },
+  pod: { ingress: 'kpr_from_pod', egress: 'kpr_to_pod' },
+} as const;
+
+export type TcRole = keyof typeof TC_PROGRAMS;
+
+/** kpr's tc filters are recognised by this handle and priority. */
+export const TC_HANDLE = 0x6b70;
+export const TC_PRIORITY = 1;
 
 /** Cgroup hooks of the connect-time object: attach type -> program name. */
 export const SOCK_HOOKS = {
@@ -26,14 +53,32 @@ export const SOCK_HOOKS = {
 export type SockHook = keyof typeof SOCK_HOOKS;
 
 /** Index names of the kpr_stats counters (enum kpr_stat in maps.h). */
-export const STAT_NAMES = ['sock_xlate', 'sock_reject', 'sock_blackhole', 'sock_be_missing', 'sock_revnat'] as const;
+export const STAT_NAMES = [
+  'sock_xlate',
+  'sock_reject',
+  'sock_blackhole',
+  'sock_be_missing',
+  'sock_revnat',
+  'tc_fwd_new',
+  'tc_fwd',
+  'tc_rev',
+  'tc_reject',
+  'tc_drop_policy',
+  'tc_icmp_err',
+  'tc_frag_miss',
+  'tc_udp_reselect',
+  'tc_redirect_fail',
+  'tc_snat_no_port',
+] as const;
 
 export interface MapSizes {
   natFe: number;
   natBe: number;
   skNat: number;
   svcMeta: number;
+  /** conntrack entries (kpr_v4_ct, LRU) */
+  ct?: number;
 }
 
 /** Defaults hold 10k Services x 10 endpoints with room to spare. */
-export const DEFAULT_MAP_SIZES: MapSizes = { natFe: 65536, natBe: 262144, skNat: 65536, svcMeta: 65536 };
+export const DEFAULT_MAP_SIZES: MapSizes = { natFe: 65536, natBe: 262144, skNat: 65536, svcMeta: 65536, ct: 524288 };

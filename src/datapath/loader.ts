@@ -7,30 +7,42 @@
  * not recreated: its program is swapped in place with bpf_link_update, so
  * there is no moment without a hook.
  */
+import { execFile } from 'node:child_process';
 import { existsSync, statfsSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { mkdir, readdir, rmdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import * as bpf from './addon.js';
 import { BpfMap } from './maps.js';
+import { encodeIPv4, encodeKprConfig, encodeU32, type KprConfig } from './codec.js';
 import {
   ALL_MAPS,
   DEFAULT_MAP_SIZES,
   LINKS_DIR,
+  MAP_CONFIG,
+  MAP_CT,
   MAP_NAT_BE,
   MAP_NAT_FE,
+  MAP_NODE_IPS,
   MAP_SK_NAT,
   MAP_STATS,
   MAP_SVC_META,
   SOCK_HOOKS,
   SOCK_LB_OBJECT,
   STAT_NAMES,
+  TC_HANDLE,
+  TC_NAT_OBJECT,
+  TC_PRIORITY,
+  TC_PROGRAMS,
   type MapSizes,
   type SockHook,
+  type TcRole,
 } from './layout.js';
 import { bpfObjectPath } from '../util/paths.js';
 import { cgroupId } from '../util/cgroup.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
+const execFileP = promisify(execFile);
 
 export interface DatapathMaps {
   fe: BpfMap;
@@ -38,6 +50,9 @@ export interface DatapathMaps {
   meta: BpfMap;
   skNat: BpfMap;
   stats: BpfMap;
+  ct: BpfMap;
+  config: BpfMap;
+  nodeIPs: BpfMap;
 }
 
 export interface AttachReport {
@@ -59,42 +74,86 @@ export function checkBpffs(pinPath: string): void {
 export class Datapath {
   private constructor(
     readonly pinPath: string,
-    private readonly obj: bpf.BpfObject,
+    private readonly sockObj: bpf.BpfObject,
+    private readonly tcObj: bpf.BpfObject,
     readonly maps: DatapathMaps,
   ) {}
 
   static async open(pinPath: string, sizes: MapSizes = DEFAULT_MAP_SIZES): Promise<Datapath> {
     checkBpffs(pinPath);
     await mkdir(pinPath, { recursive: true });
-    let obj: bpf.BpfObject;
-    try {
-      obj = bpf.openObject(bpfObjectPath(SOCK_LB_OBJECT), {
-        pinRoot: pinPath,
-        maxEntries: {
-          [MAP_NAT_FE]: sizes.natFe,
-          [MAP_NAT_BE]: sizes.natBe,
-          [MAP_SK_NAT]: sizes.skNat,
-          [MAP_SVC_META]: sizes.svcMeta,
-        },
-      });
-    } catch (err) {
-      const e = err as bpf.BpfError;
-      if (e.code === 'EINVAL' && /reuse/i.test([e.message, ...(e.libbpfLog ?? [])].join('\n'))) {
-        throw new Error(
-          `the maps pinned under ${pinPath} do not match this build or these map sizes; ` +
-            `start with the sizes they were created with, or run "kpr cleanup --pin-path ${pinPath}" first\n${e.message}`,
-        );
+    const maxEntries = {
+      [MAP_NAT_FE]: sizes.natFe,
+      [MAP_NAT_BE]: sizes.natBe,
+      [MAP_SK_NAT]: sizes.skNat,
+      [MAP_SVC_META]: sizes.svcMeta,
+      [MAP_CT]: sizes.ct ?? DEFAULT_MAP_SIZES.ct ?? 524288,
+    };
+    // Both objects declare the same pinned maps: the first creates them,
+    // the second reuses them, so connect-time and tc share one state.
+    const open = (name: string) => {
+      try {
+        return bpf.openObject(bpfObjectPath(name), { pinRoot: pinPath, maxEntries });
+      } catch (err) {
+        const e = err as bpf.BpfError;
+        if (e.code === 'EINVAL' && /reuse/i.test([e.message, ...(e.libbpfLog ?? [])].join('\n'))) {
+          throw new Error(
+            `the maps pinned under ${pinPath} do not match this build or these map sizes; ` +
+              `start with the sizes they were created with, or run "kpr cleanup --pin-path ${pinPath}" first\n${e.message}`,
+          );
+        }
+        throw err;
       }
+    };
+    const sockObj = open(SOCK_LB_OBJECT);
+    let tcObj: bpf.BpfObject;
+    try {
+      tcObj = open(TC_NAT_OBJECT);
+    } catch (err) {
+      sockObj.close();
       throw err;
     }
-    const map = (name: string) => new BpfMap(name, obj.mapFd(name));
-    return new Datapath(pinPath, obj, {
+    const map = (name: string) => new BpfMap(name, sockObj.mapFd(name));
+    return new Datapath(pinPath, sockObj, tcObj, {
       fe: map(MAP_NAT_FE),
       be: map(MAP_NAT_BE),
       meta: map(MAP_SVC_META),
       skNat: map(MAP_SK_NAT),
       stats: map(MAP_STATS),
+      ct: map(MAP_CT),
+      config: map(MAP_CONFIG),
+      nodeIPs: map(MAP_NODE_IPS),
     });
+  }
+
+  /** Per-node settings for the tc programs. */
+  writeConfig(cfg: KprConfig): void {
+    this.maps.config.update(encodeU32(0), encodeKprConfig(cfg));
+  }
+
+  /** Make kpr_v4_node_ips hold exactly these addresses. */
+  setNodeIPs(addrs: string[]): void {
+    const want = new Set(addrs);
+    for (const [k] of this.maps.nodeIPs.dump()) {
+      const a = `${k[0]}.${k[1]}.${k[2]}.${k[3]}`;
+      if (!want.has(a)) this.maps.nodeIPs.delete(k);
+    }
+    for (const a of want) this.maps.nodeIPs.update(encodeIPv4(a), encodeU32(1));
+  }
+
+  /** Attach (or atomically replace) kpr's tc programs on a device. */
+  attachTc(ifname: string, role: TcRole): { ifindex: number } {
+    const ifindex = bpf.ifNameToIndex(ifname);
+    for (const dir of ['ingress', 'egress'] as const) {
+      const progFd = this.tcObj.progFd(TC_PROGRAMS[role][dir]);
+      bpf.tcAttach(ifindex, dir, progFd, { handle: TC_HANDLE, priority: TC_PRIORITY });
+    }
+    return { ifindex };
+  }
+
+  /** The tc program fds, for BPF_PROG_TEST_RUN in tests. */
+  tcProgFd(name: string): number {
+    return this.tcObj.progFd(name);
   }
 
   /**
@@ -108,7 +167,7 @@ export class Datapath {
     const wantCgroup = Number(await cgroupId(cgroupPath));
     const out: AttachReport[] = [];
     for (const [hook, prog] of Object.entries(SOCK_HOOKS) as Array<[SockHook, string]>) {
-      const progFd = this.obj.progFd(prog);
+      const progFd = this.sockObj.progFd(prog);
       const pin = join(linksDir, `cgroup_${hook}`);
       let action: AttachReport['action'] = 'created';
       if (existsSync(pin)) {
@@ -153,7 +212,8 @@ export class Datapath {
   }
 
   close(): void {
-    this.obj.close();
+    this.tcObj.close();
+    this.sockObj.close();
   }
 }
 
@@ -161,11 +221,34 @@ export interface CleanupReport {
   detached: string[];
   unpinned: string[];
   left: string[];
+  tcDetached: string[];
+}
+
+/** Interfaces of the current network namespace. */
+export async function listLinks(): Promise<Array<{ ifname: string; ifindex: number }>> {
+  const out = await execFileP('ip', ['-j', 'link', 'show']);
+  return (JSON.parse(out.stdout) as Array<{ ifname: string; ifindex: number }>).map((l) => ({ ifname: l.ifname, ifindex: l.ifindex }));
+}
+
+/** Remove kpr's tc filters (by handle and priority) from every device in this netns. */
+export async function detachAllTc(): Promise<string[]> {
+  const out: string[] = [];
+  for (const link of await listLinks()) {
+    for (const dir of ['ingress', 'egress'] as const) {
+      if (bpf.tcQuery(link.ifindex, dir, TC_HANDLE, TC_PRIORITY) !== null) {
+        bpf.tcDetach(link.ifindex, dir, TC_HANDLE, TC_PRIORITY);
+        out.push(`${link.ifname}/${dir}`);
+      }
+    }
+  }
+  return out;
 }
 
 /** Detach every pinned link and unpin every map kpr made under pinPath. */
 export async function cleanup(pinPath: string): Promise<CleanupReport> {
-  const report: CleanupReport = { detached: [], unpinned: [], left: [] };
+  const report: CleanupReport = { detached: [], unpinned: [], left: [], tcDetached: [] };
+  // tc filters are per netns, not under the pin path: detach the ones here.
+  report.tcDetached = await detachAllTc();
   if (!existsSync(pinPath)) return report;
   checkBpffs(pinPath);
   const linksDir = join(pinPath, LINKS_DIR);
@@ -203,5 +286,14 @@ export function openPinnedMaps(pinPath: string): DatapathMaps {
     if (!existsSync(pin)) throw new Error(`no pinned map ${name} under ${pinPath}: is kpr running with --pin-path ${pinPath}?`);
     return BpfMap.openPinned(pin, name);
   };
-  return { fe: open(MAP_NAT_FE), be: open(MAP_NAT_BE), meta: open(MAP_SVC_META), skNat: open(MAP_SK_NAT), stats: open(MAP_STATS) };
+  return {
+    fe: open(MAP_NAT_FE),
+    be: open(MAP_NAT_BE),
+    meta: open(MAP_SVC_META),
+    skNat: open(MAP_SK_NAT),
+    stats: open(MAP_STATS),
+    ct: open(MAP_CT),
+    config: open(MAP_CONFIG),
+    nodeIPs: open(MAP_NODE_IPS),
+  };
 }

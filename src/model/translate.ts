@@ -6,8 +6,10 @@
 import ipaddr from 'ipaddr.js';
 import {
   IPPROTO,
+  NAT_FLG_EXTERNAL,
   NAT_FLG_EXTERNAL_LOCAL,
   NAT_FLG_INTERNAL_LOCAL,
+  NODEPORT_ANY,
   servicePortName,
   type Backend,
   type DesiredServicePort,
@@ -20,7 +22,13 @@ import {
 export interface TranslateOptions {
   /** This node's name; endpoints on it are local. */
   nodeName?: string | undefined;
+  /** This node's addresses: each gets a NodePort frontend (plus the wildcard). */
+  nodeIPs?: string[] | undefined;
+  /** Valid NodePort range, inclusive; default 30000-32767. */
+  nodePortRange?: [number, number] | undefined;
 }
+
+export const DEFAULT_NODEPORT_RANGE: [number, number] = [30000, 32767];
 
 export interface Skip {
   object: string;
@@ -89,13 +97,17 @@ function backendsFor(sp: ServicePort, slices: EndpointSlice[], nodeName: string 
   return [...chosen.values()].sort(compareBackends);
 }
 
-function frontendsFor(svc: Service, sp: ServicePort): Frontend[] {
+function frontendsFor(svc: Service, sp: ServicePort, opts: TranslateOptions): Frontend[] {
   const proto = IPPROTO[sp.protocol as 'TCP' | 'UDP'];
   const open = { srcAddr: '0.0.0.0', srcLen: 0, blackhole: false };
   const internal = svc.internalTrafficPolicy === 'Local' ? NAT_FLG_INTERNAL_LOCAL : 0;
-  const external = svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0;
+  const external = NAT_FLG_EXTERNAL | (svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0);
   const out: Frontend[] = [];
   for (const addr of svc.clusterIPs) out.push({ addr, port: sp.port, proto, flags: internal, ...open });
+  if (sp.nodePort !== undefined && (svc.type === 'NodePort' || svc.type === 'LoadBalancer')) {
+    for (const addr of [...new Set(opts.nodeIPs ?? [])]) out.push({ addr, port: sp.nodePort, proto, flags: external, ...open });
+    out.push({ addr: NODEPORT_ANY, port: sp.nodePort, proto, flags: external, ...open });
+  }
   for (const addr of svc.externalIPs) out.push({ addr, port: sp.port, proto, flags: external, ...open });
   for (const addr of svc.loadBalancerIPs) {
     const ranges = svc.loadBalancerSourceRanges.map((c) => ipaddr.parseCIDR(c)).filter(([a]) => a.kind() === 'ipv4');
@@ -128,9 +140,18 @@ export function translateService(svc: Service, slices: EndpointSlice[], opts: Tr
       });
       continue;
     }
+    const [lo, hi] = opts.nodePortRange ?? DEFAULT_NODEPORT_RANGE;
+    if (sp.nodePort !== undefined && (sp.nodePort < lo || sp.nodePort > hi)) {
+      skipped.push({
+        object: `Service ${svc.namespace}/${svc.name} port ${sp.name || sp.port}`,
+        reason: 'nodeport-out-of-range',
+        message: `nodePort ${sp.nodePort} is outside the NodePort range ${lo}-${hi}`,
+      });
+      continue;
+    }
     ports.push({
       name: servicePortName(svc.namespace, svc.name, sp.name, sp.protocol),
-      frontends: frontendsFor(svc, sp),
+      frontends: frontendsFor(svc, sp, opts),
       backends: backendsFor(sp, own, opts.nodeName),
       affinityTimeout: svc.affinityTimeout,
     });

@@ -106,6 +106,10 @@ export interface DesiredServicePort {
 
 export const NAT_FLG_EXTERNAL_LOCAL = 0x1;
 export const NAT_FLG_INTERNAL_LOCAL = 0x2;
+/** NodePort, externalIP or LoadBalancer IP: reached from outside, not a ClusterIP. */
+export const NAT_FLG_EXTERNAL = 0x10;
+/** Frontend address of the NodePort entry that matches every node address. */
+export const NODEPORT_ANY = '255.255.255.255';
 export const NAT_FE_BLACKHOLE = 0xffffffff;
 
 export function frontendKey(f: Pick<Frontend, 'addr' | 'port' | 'proto' | 'srcAddr' | 'srcLen'>): string {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseEndpointSlice, parseService } from '../../src/model/objects.js';
 import { translateService } from '../../src/model/translate.js';
-import { NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_INTERNAL_LOCAL, type EndpointSlice, type Service } from '../../src/model/types.js';
+import { NAT_FLG_EXTERNAL, NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_INTERNAL_LOCAL, type EndpointSlice, type Service } from '../../src/model/types.js';
 import { service, slice } from '../helpers/objects.js';
 
 function svc(raw: unknown): Service {
@@ -129,8 +129,29 @@ test('local endpoints come first and are marked; traffic policies set frontend f
   ]);
   assert.deepEqual(t.ports[0]?.frontends.map((f) => [f.addr, f.flags]), [
     ['198.18.0.10', NAT_FLG_INTERNAL_LOCAL],
-    ['198.18.5.5', NAT_FLG_EXTERNAL_LOCAL],
+    ['198.18.5.5', NAT_FLG_EXTERNAL | NAT_FLG_EXTERNAL_LOCAL],
   ]);
+});
+
+test('NodePort: a frontend per node IP plus the wildcard, external and with the eTP flag', () => {
+  const s = svc(service('np', { type: 'NodePort', ports: [{ name: 'http', port: 80, nodePort: 30080 }], extra: { externalTrafficPolicy: 'Local' } }));
+  const t = translateService(s, [], { nodeIPs: ['198.51.100.1', '198.51.100.1', '203.0.113.1'] });
+  assert.deepEqual(t.ports[0]?.frontends.map((f) => [f.addr, f.port, f.flags]), [
+    ['198.18.0.10', 80, 0],
+    ['198.51.100.1', 30080, NAT_FLG_EXTERNAL | NAT_FLG_EXTERNAL_LOCAL],
+    ['203.0.113.1', 30080, NAT_FLG_EXTERNAL | NAT_FLG_EXTERNAL_LOCAL],
+    ['255.255.255.255', 30080, NAT_FLG_EXTERNAL | NAT_FLG_EXTERNAL_LOCAL],
+  ]);
+  // a ClusterIP Service with a stray nodePort gets no NodePort frontends
+  const c = svc(service('c', { ports: [{ name: 'http', port: 80, nodePort: 30081 }] }));
+  assert.equal(translateService(c, [], { nodeIPs: ['198.51.100.1'] }).ports[0]?.frontends.length, 1);
+});
+
+test('a nodePort outside the configured range is skipped with a reason', () => {
+  const s = svc(service('np', { type: 'NodePort', ports: [{ name: 'a', port: 80, nodePort: 30080 }, { name: 'b', port: 81, nodePort: 40000 }] }));
+  const t = translateService(s, [], { nodePortRange: [30000, 32767] });
+  assert.deepEqual(t.ports.map((p) => p.name), ['default/np:a/TCP']);
+  assert.equal(t.skipped[0]?.reason, 'nodeport-out-of-range');
 });
 
 test('loadBalancerSourceRanges become source prefixes plus a blackhole', () => {

@@ -1,0 +1,291 @@
+/**
+ * The tc programs under BPF_PROG_TEST_RUN: crafted packets in, rewritten
+ * headers, checksums and conntrack entries out. Includes malformed and
+ * unusual packets; none may crash, be mis-NATed or be rejected by the
+ * verifier (loading the object proves the last).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import * as bpf from '../../src/datapath/addon.js';
+import { CT_FWD, CT_REV, decodeCtKey, decodeCtVal } from '../../src/datapath/codec.js';
+import { cleanup, Datapath } from '../../src/datapath/loader.js';
+import { Reconciler } from '../../src/controller/reconciler.js';
+import { parseEndpointSlice, parseService } from '../../src/model/objects.js';
+import { translateService } from '../../src/model/translate.js';
+import type { DesiredServicePort } from '../../src/model/types.js';
+import { service, slice } from '../helpers/objects.js';
+import { ICMP, packet, parse, TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, UDP } from '../helpers/packet.js';
+import { requireRoot } from '../helpers/privileged.js';
+
+const TC_ACT_OK = 0;
+const TC_ACT_SHOT = 2;
+const TC_ACT_REDIRECT = 7;
+
+const NODE = '198.51.100.1';
+const CLIENT = '198.51.100.100';
+const POD = '192.0.2.11';
+const LOCAL_BE = '192.0.2.20';
+const REMOTE_BE = '192.0.2.66';
+
+let dp: Datapath | undefined;
+const pin = `/sys/fs/bpf/kpr-test-pkt-${process.pid}`;
+let skipped = false;
+
+function desired(): Map<string, DesiredServicePort> {
+  const objs: Array<[unknown, unknown[]]> = [
+    // ClusterIP + NodePort, one local and one remote backend
+    [
+      service('web', { type: 'NodePort', clusterIP: '198.18.0.10', ports: [{ name: 'http', port: 80, nodePort: 30080 }, { name: 'dns', port: 53, protocol: 'UDP', nodePort: 30053 }] }),
+      [slice('web-1', 'web', [{ ip: LOCAL_BE, node: 'n1' }, { ip: REMOTE_BE, node: 'n2' }], [{ name: 'http', port: 8080 }, { name: 'dns', port: 5353, protocol: 'UDP' }])],
+    ],
+    // remote-only backend, eTP=Local
+    [
+      service('local', { type: 'NodePort', clusterIP: '198.18.0.11', ports: [{ name: 'http', port: 80, nodePort: 30081 }], extra: { externalTrafficPolicy: 'Local' } }),
+      [slice('local-1', 'local', [{ ip: REMOTE_BE, node: 'n2' }])],
+    ],
+    // no endpoints
+    [service('empty', { clusterIP: '198.18.0.12', ports: [{ name: 'http', port: 80 }, { name: 'u', port: 53, protocol: 'UDP' }] }), []],
+    // single remote backend (deterministic choice), UDP too
+    [
+      service('one', { clusterIP: '198.18.0.13', ports: [{ name: 'http', port: 80 }, { name: 'u', port: 53, protocol: 'UDP', targetPort: 8080 }] }),
+      [slice('one-1', 'one', [{ ip: REMOTE_BE, node: 'n2' }], [{ name: 'http', port: 8080 }, { name: 'u', port: 8080, protocol: 'UDP' }])],
+    ],
+  ];
+  const lb = service('lb', { type: 'LoadBalancer', clusterIP: '198.18.0.14', ports: [{ name: 'http', port: 80, nodePort: 30082 }], extra: { loadBalancerSourceRanges: ['203.0.113.0/24'] } });
+  (lb as { status?: unknown }).status = { loadBalancer: { ingress: [{ ip: '198.18.100.1' }] } };
+  objs.push([lb, [slice('lb-1', 'lb', [{ ip: REMOTE_BE, node: 'n2' }])]]);
+
+  const out = new Map<string, DesiredServicePort>();
+  for (const [s, sl] of objs) {
+    const svc = parseService(s);
+    assert.ok(svc.ok);
+    const slices = sl.map((x) => {
+      const r = parseEndpointSlice(x);
+      assert.ok(r.ok);
+      return r.value;
+    });
+    for (const p of translateService(svc.value, slices, { nodeName: 'n1', nodeIPs: [NODE] }).ports) out.set(p.name, p);
+  }
+  return out;
+}
+
+function run(prog: string, pkt: Buffer): { retval: number; out: ReturnType<typeof parse>; data: Buffer } {
+  const r = bpf.progTestRun(dp!.tcProgFd(prog), pkt);
+  return { retval: r.retval, out: parse(r.data), data: r.data };
+}
+
+function ctEntries() {
+  return dp!.maps.ct.dump().map(([k, v]) => ({ key: decodeCtKey(k), val: decodeCtVal(v) }));
+}
+
+function clearCt(): void {
+  for (const [k] of dp!.maps.ct.dump()) dp!.maps.ct.delete(k);
+}
+
+describe('tc programs under BPF_PROG_TEST_RUN', () => {
+  before(async (t) => {
+    if (!requireRoot(t as unknown as import('node:test').TestContext)) {
+      skipped = true;
+      return;
+    }
+    dp = await Datapath.open(pin);
+    const r = new Reconciler(dp.maps);
+    r.adopt();
+    assert.deepEqual(r.syncAll(desired()).failed, []);
+    dp.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 40000, snatPortMax: 40100, flags: 0 });
+    dp.setNodeIPs([NODE]);
+  });
+  after(async () => {
+    dp?.close();
+    await cleanup(pin);
+  });
+
+  test('NodePort from outside: DNAT to a backend, SNAT to the node, valid checksums, FWD+REV entries', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const { retval, out } = run('kpr_from_host', packet({ src: CLIENT, dst: NODE, proto: TCP, sport: 45000, dport: 30080, tcpFlags: TCP_SYN }));
+    assert.ok([TC_ACT_OK, TC_ACT_REDIRECT].includes(retval), `retval ${retval}`);
+    assert.ok([LOCAL_BE, REMOTE_BE].includes(out.dst), out.dst);
+    assert.equal(out.dport, 8080);
+    assert.equal(out.src, NODE);
+    assert.equal(out.ipCsumOk, true);
+    assert.equal(out.l4CsumOk, true);
+    const ct = ctEntries();
+    assert.equal(ct.length, 2);
+    const fwd = ct.find((e) => e.val.type === CT_FWD)!;
+    const rev = ct.find((e) => e.val.type === CT_REV)!;
+    assert.equal(fwd.val.natAddr, out.dst);
+    assert.equal(fwd.val.natSaddr, NODE);
+    assert.equal(fwd.val.natSport, out.sport);
+    assert.deepEqual([rev.val.natAddr, rev.val.natPort, rev.val.natSaddr, rev.val.natSport], [NODE, 30080, CLIENT, 45000]);
+
+    // the reply is reverse-NATed back to the client, from the NodePort
+    const reply = run('kpr_from_host', packet({ src: out.dst, dst: NODE, proto: TCP, sport: 8080, dport: out.sport, tcpFlags: TCP_SYN | TCP_ACK }));
+    assert.deepEqual([reply.out.src, reply.out.sport, reply.out.dst, reply.out.dport], [NODE, 30080, CLIENT, 45000]);
+    assert.equal(reply.out.ipCsumOk, true);
+    assert.equal(reply.out.l4CsumOk, true);
+    assert.equal(reply.out.ttl, reply.retval === TC_ACT_REDIRECT ? 63 : 64);
+
+    // later packets of the flow go to the same backend
+    const again = run('kpr_from_host', packet({ src: CLIENT, dst: NODE, proto: TCP, sport: 45000, dport: 30080, tcpFlags: TCP_ACK }));
+    assert.deepEqual([again.out.dst, again.out.sport], [out.dst, out.sport]);
+    assert.equal(ctEntries().length, 2);
+  });
+
+  test('ClusterIP from a pod: DNAT only, the client address is kept', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const { out } = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40001, dport: 80, tcpFlags: TCP_SYN }));
+    assert.deepEqual([out.src, out.sport, out.dst, out.dport], [POD, 40001, REMOTE_BE, 8080]);
+    assert.equal(out.l4CsumOk, true);
+    const reply = run('kpr_from_host', packet({ src: REMOTE_BE, dst: POD, proto: TCP, sport: 8080, dport: 40001, tcpFlags: TCP_SYN | TCP_ACK }));
+    assert.deepEqual([reply.out.src, reply.out.sport, reply.out.dst, reply.out.dport], ['198.18.0.13', 80, POD, 40001]);
+    assert.equal(reply.out.l4CsumOk, true);
+  });
+
+  test('a pod reaching itself through its Service is masqueraded (hairpin)', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const { out } = run('kpr_from_pod', packet({ src: REMOTE_BE, dst: '198.18.0.13', proto: TCP, sport: 40002, dport: 80 }));
+    assert.equal(out.dst, REMOTE_BE);
+    assert.equal(out.src, NODE);
+  });
+
+  test('UDP without a checksum keeps 0; with one it stays valid', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const a = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: UDP, sport: 5000, dport: 53, udpNoChecksum: true, payload: Buffer.from('hi') }));
+    assert.equal(a.out.dst, REMOTE_BE);
+    assert.equal(a.out.raw.readUInt16BE(14 + 20 + 6), 0);
+    const b = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: UDP, sport: 5001, dport: 53, payload: Buffer.from('hello') }));
+    assert.equal(b.out.l4CsumOk, true);
+  });
+
+  test('eTP=Local with no local endpoint drops external traffic, but not pod traffic', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const ext = run('kpr_from_host', packet({ src: CLIENT, dst: NODE, proto: TCP, sport: 45001, dport: 30081 }));
+    assert.equal(ext.retval, TC_ACT_SHOT);
+    assert.equal(ctEntries().length, 0);
+    const pod = run('kpr_from_pod', packet({ src: POD, dst: NODE, proto: TCP, sport: 45002, dport: 30081 }));
+    assert.equal(pod.out.dst, REMOTE_BE);
+  });
+
+  test('a Service without endpoints answers ICMP port-unreachable from the VIP', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    for (const [proto, port] of [[TCP, 80], [UDP, 53]] as const) {
+      const orig = packet({ src: POD, dst: '198.18.0.12', proto, sport: 41000, dport: port, payload: Buffer.from('abcdefgh') });
+      const { retval, out } = run('kpr_from_pod', orig);
+      assert.equal(retval, TC_ACT_REDIRECT);
+      assert.equal(out.proto, ICMP);
+      assert.deepEqual([out.src, out.dst], ['198.18.0.12', POD]);
+      assert.equal(out.ipCsumOk, true);
+      assert.deepEqual([out.icmp?.type, out.icmp?.code, out.icmp?.csumOk], [3, 3, true]);
+      assert.deepEqual([out.icmp?.inner.src, out.icmp?.inner.dst, out.icmp?.inner.sport, out.icmp?.inner.dport], [POD, '198.18.0.12', 41000, port]);
+      // MACs swapped: back to the sender
+      assert.deepEqual(out.raw.subarray(0, 6), orig.subarray(6, 12));
+    }
+    assert.equal(ctEntries().length, 0);
+  });
+
+  test('loadBalancerSourceRanges: outside dropped, inside served', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const denied = run('kpr_from_host', packet({ src: CLIENT, dst: '198.18.100.1', proto: TCP, sport: 45003, dport: 80 }));
+    assert.equal(denied.retval, TC_ACT_SHOT);
+    const allowed = run('kpr_from_host', packet({ src: '203.0.113.7', dst: '198.18.100.1', proto: TCP, sport: 45004, dport: 80 }));
+    assert.equal(allowed.out.dst, REMOTE_BE);
+  });
+
+  test('truncated and non-IPv4 packets pass untouched', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const full = packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40003, dport: 80 });
+    // (the kernel's test runner refuses IPv4 frames shorter than an IP header)
+    for (const len of [34, 40, 44, 53]) {
+      const cut = Buffer.from(full.subarray(0, len));
+      const r = bpf.progTestRun(dp!.tcProgFd('kpr_from_pod'), cut);
+      assert.equal(r.retval, TC_ACT_OK, `len ${len}`);
+      assert.deepEqual(r.data, cut, `len ${len} was modified`);
+    }
+    // an IHL that claims options the frame does not have
+    const badIhl = Buffer.from(full.subarray(0, 54));
+    badIhl[14] = 0x4f;
+    assert.deepEqual(bpf.progTestRun(dp!.tcProgFd('kpr_from_pod'), badIhl).data, badIhl);
+    const arp = Buffer.from(full);
+    arp.writeUInt16BE(0x0806, 12);
+    assert.deepEqual(bpf.progTestRun(dp!.tcProgFd('kpr_from_pod'), arp).data, arp);
+    assert.equal(ctEntries().length, 0);
+  });
+
+  test('IP options shift the L4 header; NAT still lands on the right bytes', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const opts = Buffer.from([0x01, 0x01, 0x01, 0x00]); // NOP NOP NOP EOL
+    const { out } = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40004, dport: 80, ipOptions: opts }));
+    assert.equal(out.ihl, 24);
+    assert.deepEqual([out.dst, out.dport, out.sport], [REMOTE_BE, 8080, 40004]);
+    assert.equal(out.ipCsumOk, true);
+    assert.equal(out.l4CsumOk, true);
+  });
+
+  test('fragments: the first is NATed by ports, later ones by the remembered ports', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const dgram = packet({ src: POD, dst: '198.18.0.13', proto: UDP, sport: 5002, dport: 53, payload: Buffer.alloc(40, 7) }).subarray(34);
+    const first = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: UDP, l4: dgram.subarray(0, 24), moreFragments: true, id: 77 }));
+    assert.deepEqual([first.out.dst, first.out.dport], [REMOTE_BE, 8080]);
+    assert.equal(first.out.ipCsumOk, true);
+    const later = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: UDP, l4: dgram.subarray(24), fragOffset: 3, id: 77 }));
+    assert.equal(later.out.dst, REMOTE_BE);
+    assert.equal(later.out.ipCsumOk, true);
+    // the payload of a later fragment is never touched
+    assert.deepEqual(later.out.raw.subarray(34), dgram.subarray(24));
+    // a later fragment whose first fragment was never seen is left alone
+    const orphan = packet({ src: POD, dst: '198.18.0.13', proto: UDP, l4: dgram.subarray(24), fragOffset: 3, id: 78 });
+    assert.deepEqual(run('kpr_from_pod', orphan).data, orphan);
+  });
+
+  test('an ICMP error about a NATed flow is translated back to the client', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: UDP, sport: 5003, dport: 53, payload: Buffer.from('q') }));
+    // The backend answers port-unreachable, quoting client -> backend.
+    const quoted = packet({ src: POD, dst: REMOTE_BE, proto: UDP, sport: 5003, dport: 8080, payload: Buffer.from('q') }).subarray(14, 14 + 28);
+    const icmp = Buffer.concat([Buffer.from([3, 3, 0, 0, 0, 0, 0, 0]), quoted]);
+    let sum = 0;
+    for (let i = 0; i < icmp.length; i += 2) sum += icmp.readUInt16BE(i);
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    icmp.writeUInt16BE(~sum & 0xffff, 2);
+    const { out } = run('kpr_from_host', packet({ src: REMOTE_BE, dst: POD, proto: ICMP, l4: icmp }));
+    assert.deepEqual([out.src, out.dst], ['198.18.0.13', POD]);
+    assert.equal(out.ipCsumOk, true);
+    assert.equal(out.icmp?.csumOk, true);
+    assert.deepEqual([out.icmp?.inner.src, out.icmp?.inner.dst, out.icmp?.inner.sport, out.icmp?.inner.dport], [POD, '198.18.0.13', 5003, 53]);
+    assert.equal(out.icmp?.inner.ipCsumOk, true);
+  });
+
+  test('TCP RST or FIN alone never opens a flow; on a known flow they are NATed', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const rst = packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40005, dport: 80, tcpFlags: TCP_RST });
+    assert.deepEqual(run('kpr_from_pod', rst).data, rst);
+    assert.equal(ctEntries().length, 0);
+    run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40006, dport: 80, tcpFlags: TCP_SYN }));
+    const fin = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40006, dport: 80, tcpFlags: TCP_FIN | TCP_ACK }));
+    assert.equal(fin.out.dst, REMOTE_BE);
+    const rev = ctEntries().find((e) => e.val.type === CT_REV)!;
+    assert.equal(rev.val.tcpClient & 0x04, 0x04, 'FIN recorded from the client');
+  });
+
+  test('non-TCP/UDP traffic and non-Service addresses are untouched', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const direct = packet({ src: POD, dst: REMOTE_BE, proto: TCP, sport: 40007, dport: 8080 });
+    assert.deepEqual(run('kpr_from_pod', direct).data, direct);
+    const echo = packet({ src: POD, dst: '198.18.0.13', proto: ICMP, l4: Buffer.from([8, 0, 0xf7, 0xff, 0, 0, 0, 0]) });
+    assert.deepEqual(run('kpr_from_pod', echo).data, echo);
+    assert.equal(ctEntries().length, 0);
+  });
+});
