@@ -74,6 +74,40 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly watchErrors = new Counter({
+    name: 'kpr_watch_errors_total',
+    help: 'Failed Kubernetes API lists and watches (refused, reset, non-200, stalled), by resource',
+    labelNames: ['resource'] as const,
+    registers: [this.registry],
+  });
+
+  readonly watchRestarts = new Counter({
+    name: 'kpr_watch_restarts_total',
+    help: 'Restarts of a Kubernetes API list/watch loop after an error, by resource',
+    labelNames: ['resource'] as const,
+    registers: [this.registry],
+  });
+
+  readonly watchLists = new Counter({
+    name: 'kpr_watch_lists_total',
+    help: 'Complete lists received from the Kubernetes API (start-up, restarts, re-lists after 410 Gone), by resource',
+    labelNames: ['resource'] as const,
+    registers: [this.registry],
+  });
+
+  readonly apiReachable = new Gauge({
+    name: 'kpr_api_server_reachable',
+    help: '1 when the last list or watch of every resource succeeded, 0 during an API server outage',
+    registers: [this.registry],
+  });
+
+  readonly healthzTotal = new Counter({
+    name: 'kpr_proxy_healthz_total',
+    help: 'Responses of /healthz by status code, as kubeproxy_proxy_healthz_total',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'kpr_' });
   }

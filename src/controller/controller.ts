@@ -45,6 +45,8 @@ export class Controller {
   private stopped = false;
   private lastSyncAt: number | undefined;
   private lastError: string | undefined;
+  /** When the oldest change not yet written arrived (kube-proxy's oldestPendingQueued). */
+  private pendingSince: number | undefined;
   private idleWaiters: Array<() => void> = [];
 
   constructor(private readonly opts: ControllerOptions) {}
@@ -52,6 +54,7 @@ export class Controller {
   start(): void {
     const { store, log } = this.opts;
     store.onChange = (keys) => {
+      this.pendingSince ??= Date.now();
       for (const k of keys) this.dirty.add(k);
       this.schedule(0);
     };
@@ -82,8 +85,20 @@ export class Controller {
   }
 
   /** Sync state for health endpoints. */
-  status(): { synced: boolean; lastSyncAt: number | undefined; pending: number; lastError: string | undefined } {
-    return { synced: this.fullSyncDone, lastSyncAt: this.lastSyncAt, pending: this.dirty.size, lastError: this.lastError };
+  status(): {
+    synced: boolean;
+    lastSyncAt: number | undefined;
+    pending: number;
+    pendingSince: number | undefined;
+    lastError: string | undefined;
+  } {
+    return {
+      synced: this.fullSyncDone,
+      lastSyncAt: this.lastSyncAt,
+      pending: this.dirty.size,
+      pendingSince: this.pendingSince,
+      lastError: this.lastError,
+    };
   }
 
   /** Resolves when nothing is pending (tests and the demo use it). */
@@ -196,6 +211,7 @@ export class Controller {
       metrics?.lastSync.set(this.lastSyncAt / 1000);
       metrics?.pendingRetries.set(0);
       if (this.dirty.size > 0) this.schedule(0);
+      else this.pendingSince = undefined;
     }
     if (this.dirty.size === 0 && !this.timer) {
       for (const w of this.idleWaiters.splice(0)) w();

@@ -1,5 +1,12 @@
 import type { ObjectStore } from '../controller/store.js';
 
+/** What readiness needs to know about a source. */
+export interface SourceStatus {
+  /** False while the source cannot reach what it reads from (an API server outage). */
+  healthy: boolean;
+  message?: string | undefined;
+}
+
 /**
  * A source of Service and EndpointSlice objects. It feeds the store and
  * calls store.markSynced() for each kind once its first complete view is in;
@@ -9,4 +16,5 @@ export interface Source {
   readonly name: string;
   start(store: ObjectStore): Promise<void>;
   stop(): Promise<void>;
+  status?(): SourceStatus;
 }
