@@ -73,8 +73,11 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx,
 		bpf_set_retval(-ECONNREFUSED);
 		return SYS_REJECT;
 	case NAT_BLACKHOLE:
+		/* Source ranges need the real source, which connect() does
+		 * not know yet: leave the socket alone and let the per-packet
+		 * path judge the packets. */
 		stat_inc(STAT_SOCK_BLACKHOLE);
-		return SYS_REJECT;
+		return SYS_PROCEED;
 	default:
 		return SYS_PROCEED;
 	}

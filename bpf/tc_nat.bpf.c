@@ -28,6 +28,7 @@
 #include "conntrack.h"
 #include "forward.h"
 #include "icmp.h"
+#include "reject.h"
 
 enum hook {
 	HOOK_FROM_POD,
@@ -216,10 +217,14 @@ static __noinline int ct_create(const struct pkt *p, struct nat_choice *c)
 		rev.flags |= CT_F_SNAT;
 		fwd.flags |= CT_F_SNAT;
 	}
+	/* Default above the kernel's ephemeral range, so SNAT never takes a
+	 * port the node's own sockets might use. */
 	if (lo == 0 || hi < lo) {
-		lo = 32768;
-		hi = 60999;
+		lo = 61000;
+		hi = 65535;
 	}
+	if (c->snat_addr && (port < lo || port > hi))
+		port = lo + bpf_get_prandom_u32() % (hi - lo + 1);
 	for (i = 0; i < SNAT_PORT_TRIES; i++) {
 		if (ct_key_make(&rk, p->proto, csaddr, port, c->be.addr, c->be.port))
 			rev.flags |= CT_F_CLIENT_IS_A;
@@ -293,7 +298,7 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 			stat_inc(STAT_TC_REJECT);
 			if (p->frag == FRAG_LATER)
 				return TC_ACT_SHOT;
-			return icmp_send_unreach(skb, p, ICMP_PORT_UNREACH, 0);
+			return nat_reject(skb, p);
 		}
 		/* Endpoints exist, none local: traffic policy Local drops. */
 		stat_inc(STAT_TC_DROP_POLICY);

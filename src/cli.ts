@@ -5,6 +5,7 @@
  * wins over the file. Unknown keys and invalid values stop start-up.
  */
 import { readFileSync } from 'node:fs';
+import ipaddr from 'ipaddr.js';
 import { parse as parseYaml } from 'yaml';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -13,9 +14,27 @@ import { DEFAULT_MAP_SIZES } from './datapath/layout.js';
 import { cleanup, openPinnedMaps } from './datapath/loader.js';
 import { parseAddress } from './http/server.js';
 import { formatNatRows, natRows } from './inspect/nat.js';
+import { ctRows, formatCtRows } from './inspect/ct.js';
 import { createLogger } from './log.js';
 
 const DEFAULT_PIN_PATH = '/sys/fs/bpf/kpr';
+
+function portRange(name: string, v: unknown): [number, number] {
+  const m = /^(\d+)-(\d+)$/.exec(String(v));
+  const lo = Number(m?.[1]);
+  const hi = Number(m?.[2]);
+  if (!m || lo < 1 || hi > 65535 || lo > hi) throw new Error(`--${name} must look like 30000-32767, got ${JSON.stringify(v)}`);
+  return [lo, hi];
+}
+
+function ipv4Cidr(name: string, v: string): void {
+  try {
+    const [addr] = ipaddr.parseCIDR(v);
+    if (addr.kind() !== 'ipv4') throw new Error('not IPv4');
+  } catch {
+    throw new Error(`--${name} must be an IPv4 CIDR like 10.244.0.0/16, got ${JSON.stringify(v)}`);
+  }
+}
 
 function positiveInt(name: string, v: unknown): number {
   const n = Number(v);
@@ -42,6 +61,19 @@ const RUN_OPTIONS = {
   'map-size-nat-be': { type: 'number', default: DEFAULT_MAP_SIZES.natBe, describe: 'max backends (kpr_v4_nat_be)' },
   'map-size-sk-nat': { type: 'number', default: DEFAULT_MAP_SIZES.skNat, describe: 'max socket revNAT entries (kpr_v4_sk_nat)' },
   'map-size-svc-meta': { type: 'number', default: DEFAULT_MAP_SIZES.svcMeta, describe: 'max Service ports (kpr_svc_meta)' },
+  'map-size-ct': { type: 'number', default: DEFAULT_MAP_SIZES.ct, describe: 'max conntrack entries (kpr_v4_ct, LRU; two per NATed flow)' },
+  devices: { type: 'string', array: true, describe: 'host-facing devices for per-packet NAT (NodePort, externalIPs, LB IPs)' },
+  'workload-ifaces': { type: 'string', describe: 'glob of pod veths for per-packet NAT, e.g. "lxc*"; attached as they appear' },
+  'node-ip': { type: 'string', array: true, describe: 'node addresses for NodePort and SNAT (default: the addresses of --devices)' },
+  'cluster-cidr': { type: 'string', describe: 'pod network; other sources reaching a ClusterIP are masqueraded, as kube-proxy does' },
+  'nodeport-range': { type: 'string', default: '30000-32767', describe: 'valid NodePort range' },
+  'snat-port-range': { type: 'string', default: '61000-65535', describe: 'source ports for masqueraded flows (keep it outside ip_local_port_range)' },
+  'ct-scan-interval': { type: 'number', default: 10, describe: 'seconds between conntrack expiry scans (0 = off)' },
+  'healthcheck-bind-address': {
+    type: 'string',
+    default: '0.0.0.0',
+    describe: 'address for healthCheckNodePort listeners of externalTrafficPolicy=Local Services (empty = off)',
+  },
   'resync-interval': { type: 'number', default: 60, describe: 'seconds between full re-reads and repairs of the maps (0 = off)' },
   'watch-timeout': {
     type: 'number',
@@ -105,7 +137,14 @@ function runOptions(y: Argv) {
     .config('config', 'YAML config file (keys are flag names)', loadConfigFile)
     .options(RUN_OPTIONS)
     .check((a) => {
-      for (const k of ['map-size-nat-fe', 'map-size-nat-be', 'map-size-sk-nat', 'map-size-svc-meta']) positiveInt(k, a[k]);
+      for (const k of ['map-size-nat-fe', 'map-size-nat-be', 'map-size-sk-nat', 'map-size-svc-meta', 'map-size-ct']) positiveInt(k, a[k]);
+      portRange('nodeport-range', a['nodeport-range']);
+      portRange('snat-port-range', a['snat-port-range']);
+      if (a['cluster-cidr'] !== undefined) ipv4Cidr('cluster-cidr', a['cluster-cidr']);
+      for (const addr of a['node-ip'] ?? []) if (!ipaddr.IPv4.isValidFourPartDecimal(addr)) throw new Error(`--node-ip ${addr} is not an IPv4 address`);
+      if (!Number.isFinite(a['ct-scan-interval']) || (a['ct-scan-interval'] as number) < 0) {
+        throw new Error('--ct-scan-interval must be a number of seconds >= 0');
+      }
       if (!Number.isFinite(a['resync-interval']) || (a['resync-interval'] as number) < 0) {
         throw new Error('--resync-interval must be a number of seconds >= 0');
       }
@@ -152,7 +191,16 @@ export async function main(argv: string[]): Promise<void> {
             natBe: a['map-size-nat-be'],
             skNat: a['map-size-sk-nat'],
             svcMeta: a['map-size-svc-meta'],
+            ct: a['map-size-ct'],
           },
+          devices: a.devices,
+          workloadIfaces: a['workload-ifaces'],
+          nodeIPs: a['node-ip'],
+          clusterCidr: a['cluster-cidr'] ? ipaddr.IPv4.networkAddressFromCIDR(a['cluster-cidr']).toString() + '/' + a['cluster-cidr'].split('/')[1] : undefined,
+          nodePortRange: portRange('nodeport-range', a['nodeport-range']),
+          snatPortRange: portRange('snat-port-range', a['snat-port-range']),
+          ctScanIntervalMs: a['ct-scan-interval'] * 1000,
+          healthCheckAddress: a['healthcheck-bind-address'],
           resyncIntervalMs: a['resync-interval'] * 1000,
           log,
         });
@@ -179,7 +227,17 @@ export async function main(argv: string[]): Promise<void> {
             process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : formatNatRows(rows));
           },
         )
-        .demandCommand(1, 'name what to inspect: nat'),
+        .command(
+          'ct',
+          'conntrack: NATed flows with their state',
+          (z) => z.options({ ...pinPathOption, json: { type: 'boolean', default: false, describe: 'print JSON' } }),
+          (a) => {
+            const maps = openPinnedMaps(a['pin-path']);
+            const rows = ctRows(maps.ct);
+            process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : formatCtRows(rows));
+          },
+        )
+        .demandCommand(1, 'name what to inspect: nat or ct'),
     )
     .command(
       'cleanup',
@@ -189,21 +247,50 @@ export async function main(argv: string[]): Promise<void> {
         const r = await cleanup(a['pin-path']);
         process.stdout.write(
           `detached ${r.detached.length} link(s), unpinned ${r.unpinned.length} map(s) under ${a['pin-path']}` +
+            (r.tcDetached.length ? `, removed tc filters from ${r.tcDetached.join(', ')}` : '') +
             (r.left.length ? `; left foreign entries: ${r.left.join(', ')}` : '') +
             '\n',
         );
       },
     )
     .command(
+      'lab <action>',
+      'a small cluster in network namespaces: nodes, pods, an external client, one kpr per node',
+      (y) =>
+        y
+          .positional('action', { choices: ['up', 'down', 'status'] as const, demandOption: true })
+          .options({
+            name: { type: 'string', default: 'kprlab', describe: 'lab name (namespaces are <name>-...)' },
+            nodes: { type: 'number', default: 2, describe: 'nodes (1-3)' },
+            pods: { type: 'number', default: 2, describe: 'pods per node (1-8)' },
+          }),
+      async (a) => {
+        const { Lab } = await import('./lab/cluster.js');
+        const lab = new Lab({ name: a.name, nodes: a.nodes, podsPerNode: a.pods });
+        if (a.action === 'up') {
+          try {
+            await lab.up();
+          } catch (err) {
+            await lab.down().catch(() => undefined);
+            throw err;
+          }
+          process.stdout.write(`lab ${a.name} is up; edit ${lab.manifestPath} to change Services\n` + (await lab.status()));
+        } else if (a.action === 'down') {
+          await lab.down();
+          process.stdout.write(`lab ${a.name} removed\n`);
+        } else process.stdout.write(await lab.status());
+      },
+    )
+    .command(
       'demo',
-      'build a netns topology, run kpr on a manifest, send traffic through a ClusterIP, tear down',
+      'build a lab, run kpr on every node, show each Service behaviour with real traffic, tear down',
       (y) => y,
       async () => {
         const { runDemo } = await import('./lab/demo.js');
         await runDemo();
       },
     )
-    .demandCommand(1, 'give a command: run, inspect, cleanup or demo')
+    .demandCommand(1, 'give a command: run, inspect, cleanup, lab or demo')
     .strict()
     .help()
     .fail((msg, err, y) => {

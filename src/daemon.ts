@@ -15,6 +15,10 @@ import { KubeSource, loadKubeConfig } from './sources/kube.js';
 import { ManifestSource } from './sources/manifest.js';
 import type { Source } from './sources/source.js';
 import { cgroup2Mount } from './util/cgroup.js';
+import { ConntrackScanner } from './controller/conntrack.js';
+import { TcAttacher } from './datapath/tc-attach.js';
+import { healthTargets, ServiceHealthServers } from './health/service-health.js';
+import { deviceAddresses } from './util/netdev.js';
 
 export interface DaemonOptions {
   manifests?: string | undefined;
@@ -38,6 +42,20 @@ export interface DaemonOptions {
   healthTimeoutMs?: number | undefined;
   /** A source other than manifests or the API (tests). */
   source?: Source;
+  /** Host-facing devices for the tc programs (NodePort, external traffic). */
+  devices?: string[] | undefined;
+  /** Glob of pod veths for the tc programs, attached as they appear. */
+  workloadIfaces?: string | undefined;
+  /** This node's addresses for NodePort and SNAT; default: those of --devices. */
+  nodeIPs?: string[] | undefined;
+  /** The pod network; sources inside it are cluster-internal. */
+  clusterCidr?: string | undefined;
+  nodePortRange?: [number, number] | undefined;
+  snatPortRange?: [number, number] | undefined;
+  /** Conntrack expiry scan period; 0 = off. */
+  ctScanIntervalMs?: number | undefined;
+  /** Address healthCheckNodePort listeners bind to; empty = off. */
+  healthCheckAddress?: string | undefined;
 }
 
 export interface Daemon {
@@ -46,6 +64,7 @@ export interface Daemon {
   readonly store: ObjectStore;
   readonly metrics: Metrics;
   readonly http: HttpServer;
+  readonly tc: TcAttacher | undefined;
   stop(): Promise<void>;
 }
 
@@ -119,14 +138,63 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     log.info({ cgroup, hooks: report }, 'connect-time hooks attached');
   }
 
+  // Per-packet NAT: settings first, then programs on the devices.
+  const devices = opts.devices ?? [];
+  let nodeIPs = opts.nodeIPs ?? [];
+  if (nodeIPs.length === 0 && devices.length > 0) nodeIPs = await deviceAddresses(devices);
+  if (devices.length > 0 && nodeIPs.length === 0) throw new Error(`no IPv4 address on ${devices.join(', ')}: give --node-ip`);
+  const [cidrAddr, cidrLen] = (opts.clusterCidr ?? '0.0.0.0/0').split('/');
+  datapath.writeConfig({
+    nodeIP: nodeIPs[0] ?? '0.0.0.0',
+    clusterCidr: cidrAddr ?? '0.0.0.0',
+    clusterCidrLen: opts.clusterCidr ? Number(cidrLen) : 0,
+    snatPortMin: opts.snatPortRange?.[0] ?? 61000,
+    snatPortMax: opts.snatPortRange?.[1] ?? 65535,
+    flags: 0,
+  });
+  datapath.setNodeIPs(nodeIPs);
+  let tc: TcAttacher | undefined;
+  if (devices.length > 0 || opts.workloadIfaces) {
+    tc = new TcAttacher(datapath, { devices, workloadIfaces: opts.workloadIfaces, log });
+    await tc.start();
+    log.info({ devices, workloadIfaces: opts.workloadIfaces, nodeIPs, attached: tc.attachedNames() }, 'tc programs attached');
+  }
+  let ctTimer: NodeJS.Timeout | undefined;
+  const ctEvery = opts.ctScanIntervalMs ?? 10_000;
+  if (ctEvery > 0) {
+    const scanner = new ConntrackScanner(maps.ct);
+    ctTimer = setInterval(() => {
+      try {
+        const r = scanner.scan();
+        metrics.mapEntries.set({ map: maps.ct.name }, r.fwd + r.rev);
+        metrics.conntrackEntries.set({ type: 'fwd' }, r.fwd);
+        metrics.conntrackEntries.set({ type: 'rev' }, r.rev);
+        metrics.conntrackExpired.inc(r.expired);
+      } catch (err) {
+        log.error({ err }, 'conntrack scan failed');
+      }
+    }, ctEvery);
+    ctTimer.unref();
+  }
+  metrics.mapCapacity.set({ map: maps.ct.name }, maps.ct.maxEntries);
+  const healthServers =
+    opts.healthCheckAddress === '' ? undefined : new ServiceHealthServers({
+      host: opts.healthCheckAddress ?? '0.0.0.0',
+      log,
+      proxyHealthy: () => controller?.status().synced ?? false,
+    });
+
   controller = new Controller({
     store,
     reconciler,
     log,
     metrics,
-    translate: { nodeName: opts.nodeName },
+    translate: { nodeName: opts.nodeName, nodeIPs, nodePortRange: opts.nodePortRange },
     resyncIntervalMs: opts.resyncIntervalMs,
-    afterSync: refreshGauges,
+    afterSync: () => {
+      refreshGauges();
+      healthServers?.update(healthTargets(store, opts.nodeName));
+    },
   });
   controller.start();
 
@@ -139,9 +207,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     store,
     metrics,
     http,
+    tc,
     async stop() {
       await source.stop();
       controller.stop();
+      await tc?.stop();
+      if (ctTimer) clearInterval(ctTimer);
+      healthServers?.close();
       await http.stop();
       datapath.close();
     },

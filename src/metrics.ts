@@ -108,6 +108,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly conntrackEntries = new Gauge({
+    name: 'kpr_conntrack_entries',
+    help: 'Conntrack entries by type (fwd: client to frontend, rev: client to backend, one per NATed flow)',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  });
+
+  readonly conntrackExpired = new Counter({
+    name: 'kpr_conntrack_expired_total',
+    help: 'Conntrack entries removed by the expiry scan',
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'kpr_' });
   }

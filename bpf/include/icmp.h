@@ -1,13 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * ICMP for per-packet NAT:
- *  - icmp_send_unreach() turns the offending packet into an ICMP
- *    destination-unreachable and sends it back where it came from. That is
- *    kube-proxy's REJECT (port-unreachable) for a Service with no endpoint,
- *    and frag-needed for packets that do not fit.
- *  - icmp_error_xlate() rewrites an ICMP error about a NATed flow (outer and
- *    embedded headers), so port-unreachable and frag-needed reach the client
- *    as if the Service address had sent them.
+ * ICMP errors about NATed flows: icmp_error_xlate() rewrites the outer and
+ * the quoted headers, so port-unreachable and frag-needed reach the client
+ * as if the Service address had sent them.
  */
 #ifndef KPR_ICMP_H
 #define KPR_ICMP_H
@@ -15,63 +10,6 @@
 #include "conntrack.h"
 #include "csum.h"
 #include "forward.h"
-
-#define ICMP_ERR_HLEN	(sizeof(struct iphdr) + sizeof(struct icmphdr))
-
-static __noinline int icmp_send_unreach(struct __sk_buff *skb, const struct pkt *p, __u8 code, __u16 mtu)
-{
-	__u32 ihl = p->l4_off - p->l3_off;
-	__u32 quoted = ihl + 8;	/* the offending IP header and 64 bits of its payload */
-	struct ethhdr eth;
-	struct iphdr ip = {};
-	struct icmphdr icmp = {};
-	void *data, *data_end;
-	__u64 sum;
-	__u16 csum;
-
-	if (ihl < 20 || ihl > 60)
-		return TC_ACT_SHOT;
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
-		return TC_ACT_SHOT;
-	if (bpf_skb_adjust_room(skb, ICMP_ERR_HLEN, BPF_ADJ_ROOM_MAC, 0))
-		return TC_ACT_SHOT;
-	if (bpf_skb_change_tail(skb, ETH_HLEN + ICMP_ERR_HLEN + quoted, 0))
-		return TC_ACT_SHOT;
-
-	/* Back to the sender: swap MACs. */
-	if (bpf_skb_store_bytes(skb, 0, eth.h_source, ETH_ALEN, 0) ||
-	    bpf_skb_store_bytes(skb, ETH_ALEN, eth.h_dest, ETH_ALEN, 0))
-		return TC_ACT_SHOT;
-
-	ip.version = 4;
-	ip.ihl = 5;
-	ip.tot_len = bpf_htons(ICMP_ERR_HLEN + quoted);
-	ip.ttl = 64;
-	ip.protocol = IPPROTO_ICMP;
-	/* From the address the client asked for, as a router or host would. */
-	ip.saddr = p->daddr;
-	ip.daddr = p->saddr;
-	sum = csum_add_words(&ip, (void *)(&ip + 1), sizeof(ip), 0);
-	ip.check = csum_fold32(sum);
-	if (bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0))
-		return TC_ACT_SHOT;
-
-	icmp.type = ICMP_DEST_UNREACH;
-	icmp.code = code;
-	icmp.un.frag.mtu = bpf_htons(mtu);
-	if (bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip), &icmp, sizeof(icmp), 0))
-		return TC_ACT_SHOT;
-
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	if (data + ETH_HLEN + ICMP_ERR_HLEN + quoted > data_end)
-		return TC_ACT_SHOT;
-	sum = csum_add_words(data + ETH_HLEN + sizeof(ip), data_end, sizeof(icmp) + quoted, 0);
-	csum = csum_fold32(sum);
-	if (bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip) + offsetof(struct icmphdr, checksum), &csum, sizeof(csum), 0))
-		return TC_ACT_SHOT;
-	return bpf_redirect(skb->ifindex, 0);
-}
 
 /* Rewrite one 4-byte address inside the quoted header of an ICMP error,
  * keeping the quoted IP checksum and the ICMP checksum right. */

@@ -27,6 +27,9 @@ export const ALL_MAPS = [
 /** Sub-directory for pinned program links. */
 export const LINKS_DIR = 'links';
 
+/** Sub-directory for pinned tc programs (marks a pin path that owns tc filters). */
+export const PROGS_DIR = 'progs';
+
 export const SOCK_LB_OBJECT = 'sock_lb.bpf.o';
 export const TC_NAT_OBJECT = 'tc_nat.bpf.o';
 

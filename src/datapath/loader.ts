@@ -8,7 +8,7 @@
  * there is no moment without a hook.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statfsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { mkdir, readdir, rmdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -19,6 +19,7 @@ import {
   ALL_MAPS,
   DEFAULT_MAP_SIZES,
   LINKS_DIR,
+  PROGS_DIR,
   MAP_CONFIG,
   MAP_CT,
   MAP_NAT_BE,
@@ -141,14 +142,35 @@ export class Datapath {
     for (const a of want) this.maps.nodeIPs.update(encodeIPv4(a), encodeU32(1));
   }
 
-  /** Attach (or atomically replace) kpr's tc programs on a device. */
+  /**
+   * Attach (or atomically replace) kpr's tc programs on a device. The
+   * programs are pinned under <pin path>/progs too: that marks this pin
+   * path as owning tc filters, which `kpr cleanup` then removes.
+   */
   attachTc(ifname: string, role: TcRole): { ifindex: number } {
+    this.pinTcPrograms();
     const ifindex = bpf.ifNameToIndex(ifname);
     for (const dir of ['ingress', 'egress'] as const) {
       const progFd = this.tcObj.progFd(TC_PROGRAMS[role][dir]);
       bpf.tcAttach(ifindex, dir, progFd, { handle: TC_HANDLE, priority: TC_PRIORITY });
     }
     return { ifindex };
+  }
+
+  private tcPinned = false;
+
+  private pinTcPrograms(): void {
+    if (this.tcPinned) return;
+    const dir = join(this.pinPath, PROGS_DIR);
+    mkdirSync(dir, { recursive: true });
+    for (const role of Object.values(TC_PROGRAMS)) {
+      for (const name of Object.values(role)) {
+        const pin = join(dir, name);
+        rmSync(pin, { force: true });
+        bpf.objPin(this.tcObj.progFd(name), pin);
+      }
+    }
+    this.tcPinned = true;
   }
 
   /** The tc program fds, for BPF_PROG_TEST_RUN in tests. */
@@ -247,9 +269,16 @@ export async function detachAllTc(): Promise<string[]> {
 /** Detach every pinned link and unpin every map kpr made under pinPath. */
 export async function cleanup(pinPath: string): Promise<CleanupReport> {
   const report: CleanupReport = { detached: [], unpinned: [], left: [], tcDetached: [] };
-  // tc filters are per netns, not under the pin path: detach the ones here.
-  report.tcDetached = await detachAllTc();
   if (!existsSync(pinPath)) return report;
+  // tc filters live on devices, not under the pin path. A pin path whose
+  // kpr attached tc has its programs pinned: remove kpr's filters from the
+  // devices of this network namespace.
+  const progsDir = join(pinPath, PROGS_DIR);
+  if (existsSync(progsDir)) {
+    report.tcDetached = await detachAllTc();
+    for (const name of await readdir(progsDir)) await unlink(join(progsDir, name));
+    await rmdir(progsDir);
+  }
   checkBpffs(pinPath);
   const linksDir = join(pinPath, LINKS_DIR);
   if (existsSync(linksDir)) {

@@ -92,7 +92,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     const r = new Reconciler(dp.maps);
     r.adopt();
     assert.deepEqual(r.syncAll(desired()).failed, []);
-    dp.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 40000, snatPortMax: 40100, flags: 0 });
+    dp.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61100, flags: 0 });
     dp.setNodeIPs([NODE]);
   });
   after(async () => {
@@ -171,21 +171,28 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.equal(pod.out.dst, REMOTE_BE);
   });
 
-  test('a Service without endpoints answers ICMP port-unreachable from the VIP', (t) => {
+  test('a Service without endpoints is rejected: TCP gets a RST, UDP ICMP port-unreachable, from the VIP', (t) => {
     if (skipped) return t.skip('not root');
     clearCt();
-    for (const [proto, port] of [[TCP, 80], [UDP, 53]] as const) {
-      const orig = packet({ src: POD, dst: '198.18.0.12', proto, sport: 41000, dport: port, payload: Buffer.from('abcdefgh') });
-      const { retval, out } = run('kpr_from_pod', orig);
-      assert.equal(retval, TC_ACT_REDIRECT);
-      assert.equal(out.proto, ICMP);
-      assert.deepEqual([out.src, out.dst], ['198.18.0.12', POD]);
-      assert.equal(out.ipCsumOk, true);
-      assert.deepEqual([out.icmp?.type, out.icmp?.code, out.icmp?.csumOk], [3, 3, true]);
-      assert.deepEqual([out.icmp?.inner.src, out.icmp?.inner.dst, out.icmp?.inner.sport, out.icmp?.inner.dport], [POD, '198.18.0.12', 41000, port]);
-      // MACs swapped: back to the sender
-      assert.deepEqual(out.raw.subarray(0, 6), orig.subarray(6, 12));
-    }
+    const syn = packet({ src: POD, dst: '198.18.0.12', proto: TCP, sport: 41000, dport: 80, tcpFlags: TCP_SYN });
+    const rst = run('kpr_from_pod', syn);
+    assert.equal(rst.retval, TC_ACT_REDIRECT);
+    assert.deepEqual([rst.out.src, rst.out.sport, rst.out.dst, rst.out.dport], ['198.18.0.12', 80, POD, 41000]);
+    assert.equal(rst.out.tcpFlags, TCP_RST | TCP_ACK);
+    assert.equal(rst.out.raw.readUInt32BE(14 + 20 + 8), syn.readUInt32BE(14 + 20 + 4) + 1, 'acks the SYN');
+    assert.equal(rst.out.ipCsumOk, true);
+    assert.equal(rst.out.l4CsumOk, true);
+    assert.deepEqual(rst.out.raw.subarray(0, 6), syn.subarray(6, 12), 'back to the sender');
+
+    const orig = packet({ src: POD, dst: '198.18.0.12', proto: UDP, sport: 41000, dport: 53, payload: Buffer.from('abcdefgh') });
+    const { retval, out } = run('kpr_from_pod', orig);
+    assert.equal(retval, TC_ACT_REDIRECT);
+    assert.equal(out.proto, ICMP);
+    assert.deepEqual([out.src, out.dst], ['198.18.0.12', POD]);
+    assert.equal(out.ipCsumOk, true);
+    assert.deepEqual([out.icmp?.type, out.icmp?.code, out.icmp?.csumOk], [3, 3, true]);
+    assert.deepEqual([out.icmp?.inner.src, out.icmp?.inner.dst, out.icmp?.inner.sport, out.icmp?.inner.dport], [POD, '198.18.0.12', 41000, 53]);
+    assert.deepEqual(out.raw.subarray(0, 6), orig.subarray(6, 12));
     assert.equal(ctEntries().length, 0);
   });
 

@@ -1,0 +1,94 @@
+/**
+ * healthCheckNodePort servers, with kube-proxy's semantics: for each
+ * Service with externalTrafficPolicy Local and a healthCheckNodePort, an
+ * HTTP server on that port answers 200 with the number of local endpoints,
+ * or 503 when this node has none, so external load balancers only send
+ * traffic to nodes that can serve it.
+ */
+import { createServer, type Server } from 'node:http';
+import type { ObjectStore } from '../controller/store.js';
+import type { Logger } from '../log.js';
+
+export interface HealthTarget {
+  namespace: string;
+  name: string;
+  localEndpoints: number;
+}
+
+/** Pure: which ports to serve and what each reports. */
+export function healthTargets(store: ObjectStore, nodeName: string | undefined): Map<number, HealthTarget> {
+  const out = new Map<number, HealthTarget>();
+  for (const key of store.serviceKeys()) {
+    const svc = store.service(key);
+    if (!svc || svc.externalTrafficPolicy !== 'Local' || svc.healthCheckNodePort === undefined) continue;
+    const local = new Set<string>();
+    for (const slice of store.slicesFor(key)) {
+      if (slice.addressType !== 'IPv4') continue;
+      for (const ep of slice.endpoints) {
+        if (nodeName === undefined || ep.nodeName !== nodeName || !ep.conditions.ready) continue;
+        for (const a of ep.addresses) local.add(a);
+      }
+    }
+    out.set(svc.healthCheckNodePort, { namespace: svc.namespace, name: svc.name, localEndpoints: local.size });
+  }
+  return out;
+}
+
+export function healthBody(t: HealthTarget, proxyHealthy: boolean): { status: number; body: string } {
+  const body = JSON.stringify({
+    service: { namespace: t.namespace, name: t.name },
+    localEndpoints: t.localEndpoints,
+    serviceProxyHealthy: proxyHealthy,
+  });
+  return { status: t.localEndpoints > 0 && proxyHealthy ? 200 : 503, body };
+}
+
+export class ServiceHealthServers {
+  private servers = new Map<number, { server: Server; target: HealthTarget }>();
+
+  constructor(
+    private readonly opts: { host: string; log: Logger; proxyHealthy: () => boolean },
+  ) {}
+
+  /** Open, update and close listeners to match the targets. */
+  update(targets: Map<number, HealthTarget>): void {
+    for (const [port, s] of this.servers) {
+      if (!targets.has(port)) {
+        s.server.close();
+        this.servers.delete(port);
+      }
+    }
+    for (const [port, target] of targets) {
+      const cur = this.servers.get(port);
+      if (cur) {
+        cur.target = target;
+        continue;
+      }
+      const entry = { server: createServer(), target };
+      entry.server.on('request', (_req, res) => {
+        const { status, body } = healthBody(entry.target, this.opts.proxyHealthy());
+        res.writeHead(status, {
+          'Content-Type': 'application/json',
+          'X-Content-Type-Options': 'nosniff',
+          'X-Load-Balancing-Endpoint-Weight': String(entry.target.localEndpoints),
+        });
+        res.end(body);
+      });
+      entry.server.on('error', (err) => {
+        this.opts.log.error({ port, service: `${target.namespace}/${target.name}`, err: err.message }, 'healthCheckNodePort listener failed');
+        this.servers.delete(port);
+      });
+      entry.server.listen(port, this.opts.host);
+      this.servers.set(port, entry);
+    }
+  }
+
+  ports(): number[] {
+    return [...this.servers.keys()].sort((a, b) => a - b);
+  }
+
+  close(): void {
+    for (const s of this.servers.values()) s.server.close();
+    this.servers.clear();
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * `kpr inspect ct`: conntrack as flows. Each NATed flow is its REV entry
+ * (client' <-> backend, with the state) joined with its FWD entry
+ * (client <-> frontend); entries without a partner are listed too.
+ */
+import {
+  CT_F_CLIENT_IS_A,
+  CT_F_DSR,
+  CT_F_SNAT,
+  CT_FWD,
+  CT_REV,
+  decodeCtKey,
+  decodeCtVal,
+  encodeCtKey,
+  type CtKey,
+  type CtVal,
+} from '../datapath/codec.js';
+import type { KVMap } from '../datapath/kvmap.js';
+import { ctTimeout, fwdKeyOf, tcpState } from '../controller/conntrack.js';
+
+export interface CtRow {
+  proto: string;
+  client: string;
+  frontend: string;
+  backend: string;
+  /** source the backend sees, when masqueraded */
+  snat: string | null;
+  state: string;
+  dsr: boolean;
+  serviceId: number;
+  ageSeconds: number;
+  idleSeconds: number;
+  timeoutSeconds: number;
+  /** 'flow' = REV+FWD, or which half is alone */
+  entries: 'flow' | 'rev-only' | 'fwd-only';
+}
+
+const PROTO: Record<number, string> = { 6: 'TCP', 17: 'UDP', 1: 'ICMP' };
+
+function sides(k: CtKey, v: CtVal): { client: string; other: string } {
+  const a = `${k.addrA}:${k.portA}`;
+  const b = `${k.addrB}:${k.portB}`;
+  return v.flags & CT_F_CLIENT_IS_A ? { client: a, other: b } : { client: b, other: a };
+}
+
+export function ctRows(ct: KVMap, nowNs: bigint = process.hrtime.bigint()): CtRow[] {
+  const entries = ct.dump().map(([k, v]) => ({ key: decodeCtKey(k), val: decodeCtVal(v), hex: k.toString('hex') }));
+  const byHex = new Map(entries.map((e) => [e.hex, e]));
+  const used = new Set<string>();
+  const rows: CtRow[] = [];
+  const secs = (ns: bigint) => Math.max(0, Math.round(Number(nowNs - ns) / 1e8) / 10);
+  for (const e of entries) {
+    if (e.val.type !== CT_REV) continue;
+    const fk = encodeCtKey(fwdKeyOf(e.key, e.val)).toString('hex');
+    const fwd = byHex.get(fk);
+    used.add(e.hex);
+    if (fwd) used.add(fk);
+    const s = sides(e.key, e.val);
+    const proto = PROTO[e.key.proto] ?? String(e.key.proto);
+    rows.push({
+      proto,
+      client: `${e.val.natSaddr}:${e.val.natSport}`,
+      frontend: `${e.val.natAddr}:${e.val.natPort}`,
+      backend: s.other,
+      snat: e.val.flags & CT_F_SNAT ? s.client : null,
+      state: e.key.proto === 6 ? tcpState(e.val) : 'active',
+      dsr: Boolean(e.val.flags & CT_F_DSR),
+      serviceId: e.val.svcId,
+      ageSeconds: secs(e.val.created),
+      idleSeconds: secs(e.val.lastSeen),
+      timeoutSeconds: ctTimeout(e.key.proto, e.val),
+      entries: fwd ? 'flow' : 'rev-only',
+    });
+  }
+  for (const e of entries) {
+    if (used.has(e.hex) || e.val.type !== CT_FWD) continue;
+    const s = sides(e.key, e.val);
+    rows.push({
+      proto: PROTO[e.key.proto] ?? String(e.key.proto),
+      client: s.client,
+      frontend: s.other,
+      backend: `${e.val.natAddr}:${e.val.natPort}`,
+      snat: e.val.flags & CT_F_SNAT ? `${e.val.natSaddr}:${e.val.natSport}` : null,
+      state: 'unknown',
+      dsr: Boolean(e.val.flags & CT_F_DSR),
+      serviceId: e.val.svcId,
+      ageSeconds: secs(e.val.created),
+      idleSeconds: secs(e.val.lastSeen),
+      timeoutSeconds: ctTimeout(e.key.proto, { ...e.val, tcpClient: 0, tcpServer: 0 }),
+      entries: 'fwd-only',
+    });
+  }
+  rows.sort((a, b) => a.frontend.localeCompare(b.frontend) || a.client.localeCompare(b.client));
+  return rows;
+}
+
+export function formatCtRows(rows: CtRow[]): string {
+  const header = ['PROTO', 'CLIENT', 'FRONTEND', 'BACKEND', 'SNAT', 'STATE', 'AGE', 'IDLE', 'ENTRIES'];
+  const table = rows.map((r) => [
+    r.proto,
+    r.client,
+    r.frontend,
+    r.backend,
+    r.snat ?? '-',
+    r.state + (r.dsr ? ' dsr' : ''),
+    `${r.ageSeconds}s`,
+    `${r.idleSeconds}s/${r.timeoutSeconds}s`,
+    r.entries,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => (row[i] ?? '').length)));
+  const line = (cols: string[]) =>
+    cols
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...table.map(line)].join('\n') + '\n';
+}
