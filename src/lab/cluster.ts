@@ -6,7 +6,8 @@
  *                   subnet 192.0.2.(64*(k-1))/26, one kpr each
  *   <name>-nK-pJ    pods on veths (host side lxcJ, gateway 169.254.1.1),
  *                   each running podserver on TCP+UDP 8080
- *   <name>-ext      an external client on the fabric (198.51.100.100)
+ *   <name>-ext      an external client on the fabric (198.51.100.100, and
+ *                   203.0.113.10 as a second source for source-range tests)
  *
  * Nothing is connected to the root namespace, so there is no route out.
  * Each node's kpr has its own pin path, its own child cgroup for its pods'
@@ -49,6 +50,8 @@ export interface LabSpec {
 
 export const LAB_CLUSTER_CIDR = '192.0.2.0/24';
 export const LAB_EXT_IP = '198.51.100.100';
+/** The external client's second address, inside the LB Service's source range. */
+export const LAB_EXT_IP2 = '203.0.113.10';
 export const POD_PORT = 8080;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -156,6 +159,9 @@ export class Lab {
       }
     }
     await plug(this.extNs, 'p-ext', LAB_EXT_IP);
+    // A second client address, in another network, for source-range tests.
+    await ip(['-n', this.extNs, 'addr', 'add', `${LAB_EXT_IP2}/32`, 'dev', 'eth0']);
+    for (const node of this.nodes) await ip(['-n', node.netns, 'route', 'add', `${LAB_EXT_IP2}/32`, 'via', LAB_EXT_IP]);
     // External and LB addresses are routed to node 1, like an upstream router would.
     await ip(['-n', this.extNs, 'route', 'add', '198.18.0.0/15', 'via', this.nodes[0]!.ip]);
   }

@@ -19,6 +19,11 @@ interface Summary {
   /** client address the pod saw -> count */
   seenAs: Record<string, number>;
   elapsedMs: number;
+  /** with --trace: when each reply came, and from which pod */
+  trace?: Array<[number, string]>;
+  /** http mode: status codes and the last body */
+  status?: Record<string, number>;
+  body?: string;
 }
 
 function arg(name: string, dflt?: string): string {
@@ -35,12 +40,16 @@ const durationMs = Number(arg('duration', '10000'));
 const intervalMs = Number(arg('interval', '0'));
 const timeoutMs = Number(arg('timeout', '2000'));
 const connected = process.argv.includes('--connected');
+const trace = process.argv.includes('--trace');
+const bindAddr = process.argv.includes('--bind') ? arg('bind') : undefined;
+const bindPort = process.argv.includes('--bind-port') ? Number(arg('bind-port')) : undefined;
 
 const s: Summary = { proto: mode ?? '', ok: 0, errors: {}, pods: {}, peers: {}, seenAs: {}, elapsedMs: 0 };
 const inc = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
 
 function record(reply: string, peer: string): void {
   const [pod, seen] = reply.trim().split(' ');
+  if (trace) (s.trace ??= []).push([Date.now(), pod ?? '?']);
   s.ok++;
   inc(s.pods, pod ?? '?');
   inc(s.seenAs, (seen ?? '?').replace(/:\d+$/, ''));
@@ -49,7 +58,7 @@ function record(reply: string, peer: string): void {
 
 function tcpOnce(): Promise<void> {
   return new Promise((resolve) => {
-    const sock = connect({ host, port });
+    const sock = connect({ host, port, ...(bindAddr ? { localAddress: bindAddr } : {}) });
     let data = '';
     let peer = '?';
     const timer = setTimeout(() => {
@@ -74,19 +83,40 @@ function tcpOnce(): Promise<void> {
   });
 }
 
-function udpOnce(): Promise<void> {
-  return new Promise((resolve) => {
+let shared: ReturnType<typeof createSocket> | undefined;
+
+/** One socket for the whole run when the source port is fixed. */
+async function udpSocket(): Promise<ReturnType<typeof createSocket>> {
+  if (bindPort === undefined) {
     const sock = createSocket('udp4');
+    if (bindAddr) await new Promise<void>((r) => sock.bind(0, bindAddr, r));
+    return sock;
+  }
+  if (!shared) {
+    shared = createSocket({ type: 'udp4', reuseAddr: true });
+    await new Promise<void>((r) => shared!.bind(bindPort, bindAddr, r));
+  }
+  return shared;
+}
+
+function udpOnce(): Promise<void> {
+  return udpSocket().then((sock) => udpExchange(sock));
+}
+
+function udpExchange(sock: ReturnType<typeof createSocket>): Promise<void> {
+  return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
-      sock.close();
+      sock.removeListener('message', onMessage);
+      sock.removeListener('error', onError);
+      if (sock !== shared) sock.close();
       resolve();
     };
     const timer = setTimeout(() => {
       inc(s.errors, 'ETIMEDOUT');
       done();
     }, timeoutMs);
-    sock.on('message', (msg, rinfo) => {
+    const onMessage = (msg: Buffer, rinfo: { address: string; port: number }) => {
       // rinfo comes from recvmsg: the hook should make it the Service address.
       let peer = `${rinfo.address}:${rinfo.port}`;
       if (connected) {
@@ -95,11 +125,13 @@ function udpOnce(): Promise<void> {
       }
       record(msg.toString(), peer);
       done();
-    });
-    sock.on('error', (err: NodeJS.ErrnoException) => {
+    };
+    const onError = (err: NodeJS.ErrnoException) => {
       inc(s.errors, err.code ?? 'ERROR');
       done();
-    });
+    };
+    sock.on('message', onMessage);
+    sock.on('error', onError);
     if (connected) {
       // On failure the callback gets the error (ECONNREFUSED from the hook).
       sock.connect(port, host, (err?: Error) => {
@@ -114,10 +146,24 @@ function udpOnce(): Promise<void> {
   });
 }
 
+async function httpOnce(): Promise<void> {
+  // host is a full URL in http mode
+  try {
+    const res = await fetch(host ?? '', { signal: AbortSignal.timeout(timeoutMs) });
+    s.body = await res.text();
+    s.status ??= {};
+    inc(s.status, String(res.status));
+    s.ok++;
+  } catch (err) {
+    inc(s.errors, (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name);
+  }
+}
+
 const start = Date.now();
 for (let i = 0; i < count && Date.now() - start < durationMs; i++) {
-  await (mode === 'udp' ? udpOnce() : tcpOnce());
+  await (mode === 'udp' ? udpOnce() : mode === 'http' ? httpOnce() : tcpOnce());
   if (intervalMs > 0) await new Promise((r) => setTimeout(r, intervalMs));
 }
+shared?.close();
 s.elapsedMs = Date.now() - start;
 process.stdout.write(JSON.stringify(s) + '\n');
