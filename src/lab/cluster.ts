@@ -360,6 +360,9 @@ export interface LabProbe {
   peers: Record<string, number>;
   seenAs: Record<string, number>;
   elapsedMs: number;
+  trace?: Array<[number, string]>;
+  status?: Record<string, number>;
+  body?: string;
 }
 
 /** The manifest `lab up` writes when there is none: one Service per behaviour. */

@@ -1,127 +1,98 @@
 /**
- * `kpr demo`: a node namespace with three pods, kpr started on a manifest,
- * real TCP and UDP traffic through a ClusterIP from a client in a child
- * cgroup, `kpr inspect nat`, then a full teardown (also on failure or ^C).
+ * `kpr demo`: a two-node lab (namespaces, pods, an external client, one kpr
+ * per node), then each kind of Service traffic with real sockets, what
+ * `kpr inspect` shows, and a full teardown (also on failure or ^C).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { nodeArgv, run, runIn } from './exec.js';
-import { labScript, NodeTopology } from './topology.js';
-import { createChildCgroup, removeCgroup } from '../util/cgroup.js';
-
-const VIP = '198.18.0.10';
+import { Lab, LAB_EXT_IP, LAB_EXT_IP2, type LabNode, type LabProbe } from './cluster.js';
 
 function say(text: string): void {
   process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
 }
 
-export function demoManifest(topo: NodeTopology, ready: number): string {
-  const svc = {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name: 'hello', namespace: 'demo' },
-    spec: {
-      clusterIP: VIP,
-      ports: [
-        { name: 'tcp', port: 80, protocol: 'TCP', targetPort: topo.port },
-        { name: 'udp', port: 53, protocol: 'UDP', targetPort: topo.port },
-      ],
-    },
-  };
-  const slice = {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name: 'hello-1', namespace: 'demo', labels: { 'kubernetes.io/service-name': 'hello' } },
-    addressType: 'IPv4',
-    ports: [
-      { name: 'tcp', port: topo.port, protocol: 'TCP' },
-      { name: 'udp', port: topo.port, protocol: 'UDP' },
-    ],
-    endpoints: topo.pods.slice(0, ready).map((p) => ({ addresses: [p.ip], conditions: { ready: true }, nodeName: 'demo-node' })),
-  };
-  return [svc, slice].map((o) => stringify(o)).join('---\n');
+function show(r: LabProbe): string {
+  const parts = [`ok ${r.ok}`];
+  if (Object.keys(r.pods).length) parts.push(`answered by ${JSON.stringify(r.pods)}`);
+  if (Object.keys(r.seenAs).length) parts.push(`backends saw the client as ${Object.keys(r.seenAs).join(', ')}`);
+  if (Object.keys(r.peers).length) parts.push(`the client saw the peer as ${Object.keys(r.peers).join(', ')}`);
+  if (Object.keys(r.errors).length) parts.push(`errors ${JSON.stringify(r.errors)}`);
+  return parts.join('\n   ') + '\n';
 }
 
 export async function runDemo(): Promise<void> {
-  const id = `kd${process.pid % 100000}`;
-  const topo = new NodeTopology(id, 3);
-  const pinPath = `/sys/fs/bpf/kpr-demo-${process.pid}`;
-  const dir = await mkdtemp(join(tmpdir(), 'kpr-demo-'));
-  const manifest = join(dir, 'services.yaml');
-  const cli = labScript('../cli');
-  let cgroup: string | undefined;
-  let kpr: ChildProcess | undefined;
-  const kprCmd = (args: string[]) => run(process.execPath, [...nodeArgv(cli), ...args]);
-  const interrupted = () => process.stderr.write('\ninterrupted: tearing down\n');
-  process.once('SIGINT', interrupted);
+  const lab = new Lab({ name: `demo${process.pid % 1000}`, nodes: 2, podsPerNode: 2 });
+  const [n1, n2] = lab.nodes as [LabNode, LabNode];
+  const ext = { netns: lab.extNs };
+  const checks: Array<[string, boolean]> = [];
+  const check = (name: string, ok: boolean) => {
+    checks.push([name, ok]);
+    process.stdout.write(`   ${ok ? 'OK' : 'FAILED'}: ${name}\n`);
+  };
+  const onSignal = () => process.stderr.write('\ninterrupted: tearing down\n');
+  process.once('SIGINT', onSignal);
   try {
-    say('building a node namespace with 3 pods (192.0.2.11-13), each running a TCP+UDP server');
-    await topo.create();
-    await topo.startServers();
-    cgroup = await createChildCgroup(`kpr-demo-${process.pid}`);
+    say(`building lab ${lab.spec.name}: 2 nodes (${n1.ip}, ${n2.ip}), 2 pods each, an external client ${LAB_EXT_IP}`);
+    await lab.up();
+    for (const node of lab.nodes) {
+      await lab.waitFor(async () => (await lab.kprLog(node)).includes('"msg":"synced"'), `kpr on ${node.name}`);
+    }
+    process.stdout.write(`   Services: ${lab.manifestPath}\n`);
 
-    say(`writing ${manifest}: Service demo/hello, ClusterIP ${VIP}, TCP 80 and UDP 53 -> pods:8080`);
-    await writeFile(manifest, demoManifest(topo, 3));
+    say('ClusterIP 198.18.0.10:80 from a pod in the kpr cgroup (connect-time load balancing)');
+    let r = await lab.probe({ netns: n1.pods[1]!.netns, cgroup: n1.cgroup }, ['tcp', '198.18.0.10', '80', '--count', '40']);
+    process.stdout.write(show(r));
+    check('connect-time: all 4 pods answer, getpeername says the VIP', Object.keys(r.pods).length === 4 && r.peers['198.18.0.10:80'] === 40);
 
-    say(`starting kpr run (pin path ${pinPath}, hooks on ${cgroup})`);
-    kpr = spawn(process.execPath, [...nodeArgv(cli), 'run', '--manifests', manifest, '--pin-path', pinPath, '--cgroup', cgroup, '--log-level', 'warn'], {
-      stdio: ['ignore', 'inherit', 'inherit'],
-    });
-    await waitFor(async () => (await kprCmd(['inspect', 'nat', '--pin-path', pinPath, '--json']).catch(() => '[]')).includes('192.0.2.13'));
+    say('ClusterIP from a pod outside the cgroup (per-packet NAT in tc)');
+    r = await lab.probe({ netns: n2.pods[0]!.netns }, ['udp', '198.18.0.10', '53', '--count', '40']);
+    process.stdout.write(show(r));
+    check('tc: UDP replies come from the VIP', r.peers['198.18.0.10:53'] === 40);
 
-    const probe = async (args: string[]) =>
-      JSON.parse(await runIn({ netns: topo.nodeNs, cgroup }, process.execPath, [...nodeArgv(labScript('probe')), ...args])) as {
-        ok: number;
-        pods: Record<string, number>;
-        peers: Record<string, number>;
-        errors: Record<string, number>;
-      };
+    say(`NodePort ${n1.ip}:30080 from the external client (SNAT, the default)`);
+    r = await lab.probe(ext, ['tcp', n1.ip, '30080', '--count', '40']);
+    process.stdout.write(show(r));
+    check('NodePort: backends on both nodes, they see the node address', Object.keys(r.pods).length === 4 && r.seenAs[n1.ip] === 40);
 
-    say(`30 TCP connections to ${VIP}:80 from a client in the kpr cgroup`);
-    const tcp = await probe(['tcp', VIP, '80', '--count', '30']);
-    process.stdout.write(`answered by: ${JSON.stringify(tcp.pods)}\ngetpeername said: ${JSON.stringify(tcp.peers)}\n`);
+    say('externalTrafficPolicy=Local (endpoints only on node 2)');
+    r = await lab.probe(ext, ['tcp', n2.ip, '30090', '--count', '20']);
+    process.stdout.write(`via node 2: ${show(r)}`);
+    check('eTP=Local keeps the client address', r.seenAs[LAB_EXT_IP] === 20);
+    r = await lab.probe(ext, ['tcp', n1.ip, '30090', '--count', '1', '--timeout', '700']);
+    process.stdout.write(`via node 1: ${show(r)}`);
+    check('eTP=Local drops on a node without local endpoints', r.ok === 0);
+    const hc = await lab.probe(ext, ['http', `http://${n1.ip}:32100/`]);
+    process.stdout.write(`healthCheckNodePort on node 1: ${JSON.stringify(hc.status)} ${hc.body}\n`);
+    check('health check says 503 on node 1', hc.status?.['503'] === 1);
 
-    say(`30 UDP datagrams to ${VIP}:53`);
-    const udp = await probe(['udp', VIP, '53', '--count', '30']);
-    process.stdout.write(`answered by: ${JSON.stringify(udp.pods)}\nreplies came from: ${JSON.stringify(udp.peers)}\n`);
+    say('internalTrafficPolicy=Local: a node-1 pod reaches only node-1 endpoints');
+    r = await lab.probe({ netns: n1.pods[0]!.netns }, ['tcp', '198.18.0.12', '80', '--count', '20']);
+    process.stdout.write(show(r));
+    check('iTP=Local stays on the node', Object.keys(r.pods).every((p) => p.startsWith('n1-')));
 
-    say('kpr inspect nat');
-    process.stdout.write(await kprCmd(['inspect', 'nat', '--pin-path', pinPath]));
+    say('a Service with no endpoints is rejected at once (TCP and UDP)');
+    r = await lab.probe(ext, ['tcp', n1.ip, '30100', '--count', '2']);
+    process.stdout.write(show(r));
+    check('TCP refused', r.errors.ECONNREFUSED === 2);
+    r = await lab.probe(ext, ['udp', n1.ip, '30101', '--count', '2', '--connected']);
+    check('UDP refused', r.errors.ECONNREFUSED === 2);
 
-    say('scaling to zero ready endpoints: connect() now fails at once with ECONNREFUSED');
-    await writeFile(manifest, demoManifest(topo, 0));
-    await waitFor(async () => !(await kprCmd(['inspect', 'nat', '--pin-path', pinPath, '--json'])).includes('192.0.2.11'));
-    const refused = await probe(['tcp', VIP, '80', '--count', '3']);
-    process.stdout.write(`errors: ${JSON.stringify(refused.errors)}\n`);
-    process.stdout.write(await kprCmd(['inspect', 'nat', '--pin-path', pinPath]));
+    say('LoadBalancer 198.18.1.15 with loadBalancerSourceRanges 203.0.113.0/24');
+    r = await lab.probe(ext, ['tcp', '198.18.1.15', '80', '--count', '1', '--timeout', '700']);
+    process.stdout.write(`from ${LAB_EXT_IP}: ${show(r)}`);
+    const allowed = await lab.probe(ext, ['tcp', '198.18.1.15', '80', '--count', '5', '--bind', LAB_EXT_IP2]);
+    process.stdout.write(`from ${LAB_EXT_IP2}: ${show(allowed)}`);
+    check('source ranges: outside dropped, inside served', r.ok === 0 && allowed.ok === 5);
 
-    const good = tcp.ok === 30 && Object.keys(tcp.pods).length === 3 && udp.ok === 30 && (refused.errors.ECONNREFUSED ?? 0) === 3;
-    say(good ? 'demo OK' : 'demo FAILED: see above');
-    if (!good) process.exitCode = 1;
+    say(`kpr inspect nat (node 1; * = local backend)`);
+    process.stdout.write(await lab.kprCli(n1, ['inspect', 'nat', '--pin-path', n1.pinPath]));
+    say('kpr inspect ct (node 1)');
+    process.stdout.write((await lab.kprCli(n1, ['inspect', 'ct', '--pin-path', n1.pinPath])).split('\n').slice(0, 12).join('\n') + '\n');
+
+    const failed = checks.filter(([, ok]) => !ok);
+    say(failed.length ? `demo FAILED: ${failed.map(([n]) => n).join('; ')}` : `demo OK (${checks.length} checks)`);
+    if (failed.length) process.exitCode = 1;
   } finally {
     say('tearing down');
-    if (kpr && kpr.exitCode === null) {
-      const exited = once(kpr, 'exit');
-      kpr.kill('SIGTERM');
-      await exited;
-    }
-    await kprCmd(['cleanup', '--pin-path', pinPath]).then((o) => process.stdout.write(o)).catch((e) => process.stderr.write(String(e)));
-    await topo.destroy();
-    if (cgroup) await removeCgroup(cgroup);
-    await rm(dir, { recursive: true, force: true });
-    process.off('SIGINT', interrupted);
+    await lab.down();
+    process.off('SIGINT', onSignal);
   }
-}
-
-async function waitFor(cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('timed out waiting for kpr to program the maps');
 }
