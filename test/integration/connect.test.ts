@@ -173,7 +173,7 @@ test('connect-time load balancing, end to end', async (t) => {
       assert.equal(await h.stopKpr(), 0);
       const cli = ['--import', 'tsx', 'src/cli.ts', 'cleanup', '--pin-path', h.pinPath];
       const { stdout } = await run(process.execPath, cli);
-      assert.match(stdout, /detached 4 link\(s\), unpinned 5 map\(s\)/);
+      assert.match(stdout, /detached 4 link\(s\), unpinned 9 map\(s\)/);
       assert.equal(existsSync(h.pinPath), false);
       for (const hook of ['connect4', 'sendmsg4', 'recvmsg4', 'getpeername4'] as const) {
         assert.deepEqual(bpf.cgroupQuery(h.cgroup, hook), [], `${hook} still attached`);
