@@ -29,6 +29,7 @@
 #include "forward.h"
 #include "icmp.h"
 #include "reject.h"
+#include "dsr.h"
 
 enum hook {
 	HOOK_FROM_POD,
@@ -109,8 +110,27 @@ static __noinline int ct_fwd_xlate(struct __sk_buff *skb, struct pkt *p, struct 
 		ct_touch(rev, ct_from_client(rev, src_is_a), p->tcp_flags);
 	fwd->last_seen = bpf_ktime_get_ns();
 
-	if (nat_rewrite(skb, p, saddr, sport, fwd->nat_addr, fwd->nat_port))
-		return TC_ACT_SHOT;
+	{
+		__be32 fe_addr = p->daddr;
+		__u16 fe_port = p->dport;
+
+		if (nat_rewrite(skb, p, saddr, sport, fwd->nat_addr, fwd->nat_port))
+			return TC_ACT_SHOT;
+		/* Keep the backend's node informed; a datagram with no room goes
+		 * without the option, and matches the entry learnt earlier. */
+		if ((fwd->flags & CT_F_DSR) && dsr_carries_opt(p)) {
+			int mtu = dsr_room(skb, p, fwd->nat_addr);
+
+			if (mtu && p->df) {
+				stat_inc(STAT_TC_FRAG_NEEDED);
+				return icmp_send_unreach(skb, p, ICMP_FRAG_NEEDED, mtu);
+			}
+			if (!mtu && dsr_add_opt(skb, p, fe_addr, fe_port))
+				return TC_ACT_SHOT;
+			if (!mtu)
+				stat_inc(STAT_TC_DSR_FWD);
+		}
+	}
 	stat_inc(STAT_TC_FWD);
 	return hook_is_ingress(h) ? nat_forward(skb, p) : TC_ACT_OK;
 }
@@ -120,7 +140,7 @@ static __noinline int ct_rev_xlate(struct __sk_buff *skb, struct pkt *p, struct 
 {
 	if (nat_rewrite(skb, p, rev->nat_addr, rev->nat_port, rev->nat_saddr, rev->nat_sport))
 		return TC_ACT_SHOT;
-	stat_inc(STAT_TC_REV);
+	stat_inc((rev->flags & CT_F_DSR) ? STAT_TC_DSR_REPLY : STAT_TC_REV);
 	return hook_is_ingress(h) ? nat_forward(skb, p) : TC_ACT_OK;
 }
 
@@ -177,6 +197,7 @@ struct nat_choice {
 	__u16 snat_port;	/* out: the client' port chosen */
 	__u16 snat_lo;
 	__u16 snat_hi;
+	__u8 flags;		/* extra CT_F_* for both entries (CT_F_DSR) */
 };
 
 /*
@@ -213,6 +234,8 @@ static __noinline int ct_create(const struct pkt *p, struct nat_choice *c)
 	__u16 lo = c->snat_lo, hi = c->snat_hi;
 	int i;
 
+	rev.flags |= c->flags;
+	fwd.flags |= c->flags;
 	if (c->snat_addr) {
 		rev.flags |= CT_F_SNAT;
 		fwd.flags |= CT_F_SNAT;
@@ -259,6 +282,14 @@ static __noinline int ct_create(const struct pkt *p, struct nat_choice *c)
 	return 0;
 }
 
+/* The NodePort mode for this frontend: the Service's annotation, else the node's flag. */
+static __always_inline __u32 nodeport_mode(const struct nat_fe_val *fe, const struct kpr_config *cfg)
+{
+	if (fe->flags & NAT_FLG_MODE_SET)
+		return (fe->flags & NAT_FLG_MODE_MASK) >> NAT_FLG_MODE_SHIFT;
+	return cfg ? cfg->flags & 0x3 : NODEPORT_SNAT;
+}
+
 /* A new flow to a frontend: choose a backend, apply policy, NAT. */
 static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum hook h)
 {
@@ -266,6 +297,8 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 	struct nat_choice c = {};
 	struct nat_fe_val *fe;
 	bool external, internal_client, local_only, snat;
+	__be32 fe_addr = p->daddr;
+	__u16 fe_port = p->dport;
 	__u32 n;
 
 	/* A reset never opens a flow; NATing it to a random backend would
@@ -332,6 +365,38 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 		snat = !local_only && !(internal_client && h == HOOK_FROM_POD);
 	else
 		snat = !internal_client;
+
+	/*
+	 * DSR: external clients of an external frontend keep their address;
+	 * a remote backend's node answers them directly. Whatever cannot
+	 * carry the option (fragments, IP options, a mid-stream TCP segment,
+	 * no room under a non-DF MTU) falls back to SNAT.
+	 */
+	if (snat && external && !internal_client) {
+		__u32 mode = nodeport_mode(fe, cfg);
+		bool want = mode == NODEPORT_DSR || (mode == NODEPORT_HYBRID && p->proto == IPPROTO_TCP);
+
+		if (want && !dsr_client_opted_out(p->saddr)) {
+			if (c.ordinal < fe->local) {
+				snat = false;	/* local backend: served here, address kept */
+			} else if (dsr_carries_opt(p)) {
+				int mtu = dsr_room(skb, p, c.be.addr);
+
+				if (mtu && p->df) {
+					stat_inc(STAT_TC_FRAG_NEEDED);
+					return icmp_send_unreach(skb, p, ICMP_FRAG_NEEDED, mtu);
+				}
+				if (!mtu) {
+					snat = false;
+					c.flags = CT_F_DSR;
+				} else {
+					stat_inc(STAT_TC_DSR_FALLBACK);
+				}
+			} else {
+				stat_inc(STAT_TC_DSR_FALLBACK);
+			}
+		}
+	}
 	if (c.be.addr == p->saddr)
 		snat = true;
 	if (snat) {
@@ -346,6 +411,12 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 		return TC_ACT_SHOT;
 	if (nat_rewrite(skb, p, snat ? c.snat_addr : p->saddr, snat ? c.snat_port : p->sport, c.be.addr, c.be.port))
 		return TC_ACT_SHOT;
+	if (c.flags & CT_F_DSR) {
+		/* frontend address as the client used it (NodePort: this node) */
+		if (dsr_add_opt(skb, p, fe_addr, fe_port))
+			return TC_ACT_SHOT;
+		stat_inc(STAT_TC_DSR_FWD);
+	}
 	stat_inc(STAT_TC_FWD_NEW);
 	return nat_forward(skb, p);
 }
@@ -372,6 +443,9 @@ static __always_inline int kpr_tc(struct __sk_buff *skb, enum hook h)
 		return TC_ACT_OK;
 	if (!frag_ports(&p))
 		return TC_ACT_OK;
+	/* A backend node: requests another node sent on with the DSR option. */
+	if (h == HOOK_FROM_HOST && p.l4_off > ETH_HLEN + sizeof(struct iphdr) && dsr_learn(skb, &p) < 0)
+		return TC_ACT_SHOT;
 
 	src_is_a = ct_key_make(&key, p.proto, p.saddr, p.sport, p.daddr, p.dport);
 	ct = bpf_map_lookup_elem(&kpr_v4_ct, &key);

@@ -68,6 +68,13 @@ const RUN_OPTIONS = {
   'cluster-cidr': { type: 'string', describe: 'pod network; other sources reaching a ClusterIP are masqueraded, as kube-proxy does' },
   'nodeport-range': { type: 'string', default: '30000-32767', describe: 'valid NodePort range' },
   'snat-port-range': { type: 'string', default: '61000-65535', describe: 'source ports for masqueraded flows (keep it outside ip_local_port_range)' },
+  'nodeport-mode': {
+    type: 'string',
+    default: 'snat',
+    choices: ['snat', 'dsr', 'hybrid'],
+    describe: 'NodePort/external traffic to a backend on another node: snat, dsr (direct server return) or hybrid (DSR for TCP, SNAT for UDP); the kpr.io/nodeport-mode annotation overrides it per Service',
+  },
+  'dsr-optout-cidrs': { type: 'string', array: true, describe: 'clients in these CIDRs get SNAT instead of DSR' },
   'ct-scan-interval': { type: 'number', default: 10, describe: 'seconds between conntrack expiry scans (0 = off)' },
   'healthcheck-bind-address': {
     type: 'string',
@@ -141,6 +148,7 @@ function runOptions(y: Argv) {
       portRange('nodeport-range', a['nodeport-range']);
       portRange('snat-port-range', a['snat-port-range']);
       if (a['cluster-cidr'] !== undefined) ipv4Cidr('cluster-cidr', a['cluster-cidr']);
+      for (const c of a['dsr-optout-cidrs'] ?? []) ipv4Cidr('dsr-optout-cidrs', c);
       for (const addr of a['node-ip'] ?? []) if (!ipaddr.IPv4.isValidFourPartDecimal(addr)) throw new Error(`--node-ip ${addr} is not an IPv4 address`);
       if (!Number.isFinite(a['ct-scan-interval']) || (a['ct-scan-interval'] as number) < 0) {
         throw new Error('--ct-scan-interval must be a number of seconds >= 0');
@@ -200,6 +208,11 @@ export async function main(argv: string[]): Promise<void> {
           nodePortRange: portRange('nodeport-range', a['nodeport-range']),
           snatPortRange: portRange('snat-port-range', a['snat-port-range']),
           ctScanIntervalMs: a['ct-scan-interval'] * 1000,
+          nodePortMode: a['nodeport-mode'] as 'snat' | 'dsr' | 'hybrid',
+          dsrOptoutCidrs: (a['dsr-optout-cidrs'] ?? []).map((c) => {
+            const [addr, len] = ipaddr.parseCIDR(c);
+            return `${ipaddr.IPv4.networkAddressFromCIDR(`${addr.toString()}/${len}`).toString()}/${len}`;
+          }),
           healthCheckAddress: a['healthcheck-bind-address'],
           resyncIntervalMs: a['resync-interval'] * 1000,
           log,

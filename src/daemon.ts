@@ -7,7 +7,7 @@ import { Controller } from './controller/controller.js';
 import { Reconciler } from './controller/reconciler.js';
 import { ObjectStore } from './controller/store.js';
 import { Datapath } from './datapath/loader.js';
-import { ALL_MAPS, type MapSizes } from './datapath/layout.js';
+import { ALL_MAPS, NODEPORT_MODES, type MapSizes, type NodePortMode } from './datapath/layout.js';
 import { HttpServer } from './http/server.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
@@ -56,6 +56,10 @@ export interface DaemonOptions {
   ctScanIntervalMs?: number | undefined;
   /** Address healthCheckNodePort listeners bind to; empty = off. */
   healthCheckAddress?: string | undefined;
+  /** How NodePort/external traffic reaches a backend on another node. */
+  nodePortMode?: NodePortMode | undefined;
+  /** Clients never served by DSR. */
+  dsrOptoutCidrs?: string[] | undefined;
 }
 
 export interface Daemon {
@@ -150,9 +154,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     clusterCidrLen: opts.clusterCidr ? Number(cidrLen) : 0,
     snatPortMin: opts.snatPortRange?.[0] ?? 61000,
     snatPortMax: opts.snatPortRange?.[1] ?? 65535,
-    flags: 0,
+    flags: NODEPORT_MODES[opts.nodePortMode ?? 'snat'],
   });
   datapath.setNodeIPs(nodeIPs);
+  datapath.setDsrOptout(opts.dsrOptoutCidrs ?? []);
   let tc: TcAttacher | undefined;
   if (devices.length > 0 || opts.workloadIfaces) {
     tc = new TcAttacher(datapath, { devices, workloadIfaces: opts.workloadIfaces, log });

@@ -52,6 +52,17 @@ struct nat_fe_key {
 #define NAT_FLG_INTERNAL_LOCAL	0x2	/* internalTrafficPolicy: Local */
 #define NAT_FLG_EXTERNAL	0x10	/* NodePort, externalIP or LB IP (not a ClusterIP) */
 
+/* Per-Service NodePort mode (kpr.io/nodeport-mode annotation): when
+ * NAT_FLG_MODE_SET is on, bits 5-6 override the node's --nodeport-mode. */
+#define NAT_FLG_MODE_SET	0x20
+#define NAT_FLG_MODE_SHIFT	6
+#define NAT_FLG_MODE_MASK	(0x3 << NAT_FLG_MODE_SHIFT)
+
+/* NodePort modes (kpr_config.flags bits 0-1, and the override above) */
+#define NODEPORT_SNAT		0
+#define NODEPORT_DSR		1
+#define NODEPORT_HYBRID		2	/* DSR for TCP, SNAT for UDP */
+
 /* nat_fe_key.addr of the NodePort entry that matches every node address. */
 #define NAT_FE_NODEPORT_ANY	0xffffffff
 
@@ -252,6 +263,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kpr_config SEC(".maps");
 
+/* Clients in these CIDRs never get DSR (--dsr-optout-cidrs): they fall
+ * back to SNAT, e.g. for networks that drop asymmetric traffic. */
+struct lpm_v4_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_v4_key);
+	__type(value, __u32);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpr_v4_dsr_optout SEC(".maps");
+
 /* Addresses of this node: NodePort's wildcard frontend applies to them. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -281,6 +308,11 @@ enum kpr_stat {
 	STAT_TC_UDP_RESELECT,	/* tc: UDP flow moved off a removed backend */
 	STAT_TC_REDIRECT_FAIL,	/* tc: no route for a NATed packet; left to the stack */
 	STAT_TC_SNAT_NO_PORT,	/* tc: no free SNAT port */
+	STAT_TC_DSR_FWD,	/* DSR, ingress node: request sent on with the service option */
+	STAT_TC_DSR_LEARN,	/* DSR, backend node: flow learnt from the option */
+	STAT_TC_DSR_REPLY,	/* DSR, backend node: reply sent straight to the client */
+	STAT_TC_FRAG_NEEDED,	/* ICMP frag-needed sent: no room for the DSR option */
+	STAT_TC_DSR_FALLBACK,	/* DSR flow sent via SNAT (fragment, options, too big) */
 	STAT_MAX = 32,
 };
 

@@ -42,6 +42,7 @@ struct icmphdr {
 #define ICMP_PORT_UNREACH	3	/* code */
 #define ICMP_FRAG_NEEDED	4	/* code */
 
+#define IP_DF		0x4000
 #define IP_MF		0x2000
 #define IP_OFFSET	0x1fff
 
@@ -73,6 +74,7 @@ struct pkt {
 	__u8 tcp_flags;	/* CT_TCP_* of this segment */
 	__u8 frag;	/* enum pkt_frag */
 	__u8 icmp_type;
+	__u8 df;	/* don't-fragment set */
 };
 
 static __always_inline __u8 tcp_flags_of(const struct tcphdr *th)
@@ -137,6 +139,7 @@ static __always_inline enum parse_result pkt_parse(struct __sk_buff *skb, struct
 	p->tot_len = bpf_ntohs(ip->tot_len);
 
 	frag_off = bpf_ntohs(ip->frag_off);
+	p->df = !!(frag_off & IP_DF);
 	if (frag_off & IP_OFFSET) {
 		p->frag = FRAG_LATER;
 		return PARSE_OK;	/* ports come from the fragment map */

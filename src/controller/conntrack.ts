@@ -6,6 +6,7 @@
  * entry vanished (LRU eviction) expires on its own idle time.
  */
 import {
+  CT_F_DSR,
   CT_FWD,
   CT_REV,
   CT_TCP_ACK,
@@ -44,8 +45,16 @@ export const DEFAULT_CT_TIMEOUTS: CtTimeouts = {
 
 export type TcpState = 'syn-sent' | 'established' | 'fin-wait' | 'closed' | 'reset';
 
-export function tcpState(v: Pick<CtVal, 'tcpClient' | 'tcpServer'>): TcpState {
+export function tcpState(v: Pick<CtVal, 'tcpClient' | 'tcpServer'> & { flags?: number }): TcpState {
   const all = v.tcpClient | v.tcpServer;
+  // The DSR ingress node sees only the client: its ACK after the SYN
+  // means the handshake completed elsewhere.
+  if ((v.flags ?? 0) & CT_F_DSR && v.tcpServer === 0) {
+    if (all & CT_TCP_RST) return 'reset';
+    if (v.tcpClient & CT_TCP_FIN) return 'fin-wait';
+    if (v.tcpClient & CT_TCP_ACK) return 'established';
+    return 'syn-sent';
+  }
   if (all & CT_TCP_RST) return 'reset';
   if (v.tcpClient & CT_TCP_FIN && v.tcpServer & CT_TCP_FIN) return 'closed';
   if (all & CT_TCP_FIN) return 'fin-wait';

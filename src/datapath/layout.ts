@@ -11,6 +11,7 @@ export const MAP_CT = 'kpr_v4_ct';
 export const MAP_FRAG = 'kpr_v4_frag';
 export const MAP_CONFIG = 'kpr_config';
 export const MAP_NODE_IPS = 'kpr_v4_node_ips';
+export const MAP_DSR_OPTOUT = 'kpr_v4_dsr_optout';
 
 export const ALL_MAPS = [
   MAP_NAT_FE,
@@ -22,6 +23,7 @@ export const ALL_MAPS = [
   MAP_FRAG,
   MAP_CONFIG,
   MAP_NODE_IPS,
+  MAP_DSR_OPTOUT,
 ] as const;
 
 /** Sub-directory for pinned program links. */
@@ -72,7 +74,16 @@ export const STAT_NAMES = [
   'tc_udp_reselect',
   'tc_redirect_fail',
   'tc_snat_no_port',
+  'tc_dsr_fwd',
+  'tc_dsr_learn',
+  'tc_dsr_reply',
+  'tc_frag_needed',
+  'tc_dsr_fallback',
 ] as const;
+
+/** --nodeport-mode values, as kpr_config.flags bits 0-1 and the per-Service override. */
+export const NODEPORT_MODES = { snat: 0, dsr: 1, hybrid: 2 } as const;
+export type NodePortMode = keyof typeof NODEPORT_MODES;
 
 export interface MapSizes {
   natFe: number;

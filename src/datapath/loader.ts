@@ -25,6 +25,7 @@ import {
   MAP_NAT_BE,
   MAP_NAT_FE,
   MAP_NODE_IPS,
+  MAP_DSR_OPTOUT,
   MAP_SK_NAT,
   MAP_STATS,
   MAP_SVC_META,
@@ -54,6 +55,7 @@ export interface DatapathMaps {
   ct: BpfMap;
   config: BpfMap;
   nodeIPs: BpfMap;
+  dsrOptout: BpfMap;
 }
 
 export interface AttachReport {
@@ -124,6 +126,7 @@ export class Datapath {
       ct: map(MAP_CT),
       config: map(MAP_CONFIG),
       nodeIPs: map(MAP_NODE_IPS),
+      dsrOptout: map(MAP_DSR_OPTOUT),
     });
   }
 
@@ -140,6 +143,20 @@ export class Datapath {
       if (!want.has(a)) this.maps.nodeIPs.delete(k);
     }
     for (const a of want) this.maps.nodeIPs.update(encodeIPv4(a), encodeU32(1));
+  }
+
+  /** Make kpr_v4_dsr_optout hold exactly these CIDRs ("a.b.c.d/len", network address). */
+  setDsrOptout(cidrs: string[]): void {
+    const want = new Map<string, Buffer>();
+    for (const c of cidrs) {
+      const [addr, len] = c.split('/');
+      const k = Buffer.alloc(8);
+      k.writeUInt32LE(Number(len ?? 32), 0);
+      encodeIPv4(addr ?? '0.0.0.0').copy(k, 4);
+      want.set(k.toString('hex'), k);
+    }
+    for (const [k] of this.maps.dsrOptout.dump()) if (!want.has(k.toString('hex'))) this.maps.dsrOptout.delete(k);
+    for (const k of want.values()) this.maps.dsrOptout.update(k, encodeU32(1));
   }
 
   /**
@@ -324,5 +341,6 @@ export function openPinnedMaps(pinPath: string): DatapathMaps {
     ct: open(MAP_CT),
     config: open(MAP_CONFIG),
     nodeIPs: open(MAP_NODE_IPS),
+    dsrOptout: open(MAP_DSR_OPTOUT),
   };
 }

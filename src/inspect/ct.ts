@@ -27,6 +27,8 @@ export interface CtRow {
   snat: string | null;
   state: string;
   dsr: boolean;
+  /** DSR flows: 'ingress' (the node the client reached) or 'backend' (answers the client directly) */
+  dsrSide: 'ingress' | 'backend' | null;
   serviceId: number;
   ageSeconds: number;
   idleSeconds: number;
@@ -65,6 +67,7 @@ export function ctRows(ct: KVMap, nowNs: bigint = process.hrtime.bigint()): CtRo
       snat: e.val.flags & CT_F_SNAT ? s.client : null,
       state: e.key.proto === 6 ? tcpState(e.val) : 'active',
       dsr: Boolean(e.val.flags & CT_F_DSR),
+      dsrSide: e.val.flags & CT_F_DSR ? (fwd ? 'ingress' : 'backend') : null,
       serviceId: e.val.svcId,
       ageSeconds: secs(e.val.created),
       idleSeconds: secs(e.val.lastSeen),
@@ -83,6 +86,7 @@ export function ctRows(ct: KVMap, nowNs: bigint = process.hrtime.bigint()): CtRo
       snat: e.val.flags & CT_F_SNAT ? `${e.val.natSaddr}:${e.val.natSport}` : null,
       state: 'unknown',
       dsr: Boolean(e.val.flags & CT_F_DSR),
+      dsrSide: e.val.flags & CT_F_DSR ? 'ingress' : null,
       serviceId: e.val.svcId,
       ageSeconds: secs(e.val.created),
       idleSeconds: secs(e.val.lastSeen),
@@ -102,7 +106,7 @@ export function formatCtRows(rows: CtRow[]): string {
     r.frontend,
     r.backend,
     r.snat ?? '-',
-    r.state + (r.dsr ? ' dsr' : ''),
+    r.state + (r.dsrSide ? ` dsr-${r.dsrSide}` : ''),
     `${r.ageSeconds}s`,
     `${r.idleSeconds}s/${r.timeoutSeconds}s`,
     r.entries,

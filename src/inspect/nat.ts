@@ -61,6 +61,7 @@ export function natRows(maps: { fe: KVMap; be: KVMap; meta: KVMap }): NatRow[] {
       flags: [
         ...(val.flags & NAT_FLG_EXTERNAL_LOCAL ? ['external-local'] : []),
         ...(val.flags & NAT_FLG_INTERNAL_LOCAL ? ['internal-local'] : []),
+        ...(val.flags & 0x20 ? [`nodeport-mode ${['snat', 'dsr', 'hybrid', '?'][(val.flags >> 6) & 3]}`] : []),
       ],
       backends: [],
       missing: [],

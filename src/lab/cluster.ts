@@ -53,6 +53,8 @@ export const LAB_EXT_IP = '198.51.100.100';
 /** The external client's second address, inside the LB Service's source range. */
 export const LAB_EXT_IP2 = '203.0.113.10';
 export const POD_PORT = 8080;
+/** Each pod also serves HTTP here, for wrk. */
+export const POD_HTTP_PORT = 8081;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -180,7 +182,8 @@ export class Lab {
     const script = labScript('podserver');
     for (const node of this.nodes) {
       for (const pod of node.pods) {
-        const argv = wrapArgv(process.execPath, [...nodeArgv(script), '--name', pod.name, '--host', pod.ip, '--port', String(POD_PORT)], {
+        const args = ['--name', pod.name, '--host', pod.ip, '--port', String(POD_PORT), '--http-port', String(POD_HTTP_PORT)];
+        const argv = wrapArgv(process.execPath, [...nodeArgv(script), ...args], {
           netns: pod.netns,
           cgroup: node.cgroup,
         });

@@ -4,6 +4,7 @@
  * tell which backend served it and whether the source was preserved.
  */
 import { createSocket } from 'node:dgram';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 
 function arg(name: string, dflt?: string): string {
@@ -29,10 +30,21 @@ udp.on('message', (msg, rinfo) => {
 });
 udp.bind(port, host);
 
+// HTTP on another port, for load generators such as wrk.
+const httpPort = process.argv.includes('--http-port') ? Number(arg('http-port')) : undefined;
+const servers = httpPort ? 3 : 2;
 let ready = 0;
 const up = () => {
-  if (++ready === 2) process.stdout.write(`ready ${name}\n`);
+  if (++ready === servers) process.stdout.write(`ready ${name}\n`);
 };
 tcp.on('listening', up);
 udp.on('listening', up);
+if (httpPort) {
+  const http = createHttpServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/plain' });
+    res.end(`${name} ${req.socket.remoteAddress}\n`);
+  });
+  http.keepAliveTimeout = 5000;
+  http.listen(httpPort, host, up);
+}
 process.on('SIGTERM', () => process.exit(0));

@@ -43,6 +43,8 @@ const connected = process.argv.includes('--connected');
 const trace = process.argv.includes('--trace');
 const bindAddr = process.argv.includes('--bind') ? arg('bind') : undefined;
 const bindPort = process.argv.includes('--bind-port') ? Number(arg('bind-port')) : undefined;
+/** UDP payload size, to test path MTU handling */
+const size = process.argv.includes('--size') ? Number(arg('size')) : 5;
 
 const s: Summary = { proto: mode ?? '', ok: 0, errors: {}, pods: {}, peers: {}, seenAs: {}, elapsedMs: 0 };
 const inc = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
@@ -141,7 +143,7 @@ function udpExchange(sock: ReturnType<typeof createSocket>): Promise<void> {
         } else sock.send('hello');
       });
     } else {
-      sock.send('hello', port, host);
+      sock.send(size === 5 ? 'hello' : Buffer.alloc(size, 0x61), port, host);
     }
   });
 }

@@ -7,7 +7,7 @@
  * Nothing here throws on bad input and nothing does I/O.
  */
 import ipaddr from 'ipaddr.js';
-import type { Endpoint, EndpointPort, EndpointSlice, Protocol, Service, ServicePort } from './types.js';
+import { NODEPORT_MODE_ANNOTATION, type Endpoint, type EndpointPort, type EndpointSlice, type Protocol, type Service, type ServicePort } from './types.js';
 
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; object: string; reason: string; message: string };
 
@@ -193,6 +193,10 @@ export function parseService(raw: unknown): ParseResult<Service> {
       return v;
     };
     const hc = spec.healthCheckNodePort;
+    const mode = annotations[NODEPORT_MODE_ANNOTATION];
+    if (mode !== undefined && mode !== 'snat' && mode !== 'dsr' && mode !== 'hybrid') {
+      throw new Invalid(`metadata.annotations["${NODEPORT_MODE_ANNOTATION}"] must be snat, dsr or hybrid, got ${JSON.stringify(mode)}`);
+    }
 
     return {
       namespace,
@@ -215,6 +219,7 @@ export function parseService(raw: unknown): ParseResult<Service> {
       healthCheckNodePort: hc === undefined || hc === null ? undefined : port(hc, 'spec.healthCheckNodePort'),
       affinityTimeout,
       annotations,
+      nodePortMode: mode as Service['nodePortMode'],
     };
   });
 }

@@ -9,7 +9,10 @@ import {
   NAT_FLG_EXTERNAL,
   NAT_FLG_EXTERNAL_LOCAL,
   NAT_FLG_INTERNAL_LOCAL,
+  NAT_FLG_MODE_SET,
+  NAT_FLG_MODE_SHIFT,
   NODEPORT_ANY,
+  NODEPORT_MODE_VALUES,
   servicePortName,
   type Backend,
   type DesiredServicePort,
@@ -101,7 +104,8 @@ function frontendsFor(svc: Service, sp: ServicePort, opts: TranslateOptions): Fr
   const proto = IPPROTO[sp.protocol as 'TCP' | 'UDP'];
   const open = { srcAddr: '0.0.0.0', srcLen: 0, blackhole: false };
   const internal = svc.internalTrafficPolicy === 'Local' ? NAT_FLG_INTERNAL_LOCAL : 0;
-  const external = NAT_FLG_EXTERNAL | (svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0);
+  const mode = svc.nodePortMode === undefined ? 0 : NAT_FLG_MODE_SET | (NODEPORT_MODE_VALUES[svc.nodePortMode] << NAT_FLG_MODE_SHIFT);
+  const external = NAT_FLG_EXTERNAL | mode | (svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0);
   const out: Frontend[] = [];
   for (const addr of svc.clusterIPs) out.push({ addr, port: sp.port, proto, flags: internal, ...open });
   if (sp.nodePort !== undefined && (svc.type === 'NodePort' || svc.type === 'LoadBalancer')) {

@@ -34,6 +34,8 @@ export interface Service {
   /** sessionAffinity ClientIP timeout in seconds, 0 when affinity is off. */
   affinityTimeout: number;
   annotations: Record<string, string>;
+  /** kpr.io/nodeport-mode, when set */
+  nodePortMode: 'snat' | 'dsr' | 'hybrid' | undefined;
 }
 
 export interface EndpointConditions {
@@ -108,6 +110,12 @@ export const NAT_FLG_EXTERNAL_LOCAL = 0x1;
 export const NAT_FLG_INTERNAL_LOCAL = 0x2;
 /** NodePort, externalIP or LoadBalancer IP: reached from outside, not a ClusterIP. */
 export const NAT_FLG_EXTERNAL = 0x10;
+/** Per-Service NodePort mode override: NAT_FLG_MODE_SET | mode << NAT_FLG_MODE_SHIFT. */
+export const NAT_FLG_MODE_SET = 0x20;
+export const NAT_FLG_MODE_SHIFT = 6;
+export const NODEPORT_MODE_ANNOTATION = 'kpr.io/nodeport-mode';
+export const NODEPORT_MODE_VALUES = { snat: 0, dsr: 1, hybrid: 2 } as const;
+
 /** Frontend address of the NodePort entry that matches every node address. */
 export const NODEPORT_ANY = '255.255.255.255';
 export const NAT_FE_BLACKHOLE = 0xffffffff;

@@ -1,0 +1,248 @@
+/**
+ * `kpr bench`: kpr against kube-proxy's iptables and nftables modes (and a
+ * direct pod connection), side by side in one run, in network namespaces
+ * this command creates and removes. See docs in README "Benchmark".
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import type { Argv, CommandModule } from 'yargs';
+import { run } from '../lab/exec.js';
+import { repoRoot } from '../util/paths.js';
+import { BenchLab, cpuPlan, withLab } from './lab.js';
+import { createModes, MODE_NAMES, type ModeName } from './modes.js';
+import type { Position } from './model.js';
+import { charts, markdown } from './report.js';
+import { runControlPlane, runDataPlane, runS5, type Conn, type CpCell, type DpCell, type DpOptions, type S5Result } from './scenarios.js';
+
+export const SCENARIOS = ['S1', 'S2', 'S3', 'S4', 'S5'] as const;
+export type Scenario = (typeof SCENARIOS)[number];
+
+export interface BenchArgs {
+  scenarios: string;
+  services: string;
+  'include-50k': boolean;
+  modes: string;
+  duration: number;
+  repeat: number;
+  connections: number;
+  'filler-endpoints': number;
+  's4-endpoints': number;
+  's4-repeat': number;
+  's5-services'?: number | undefined;
+  's5-changes': number;
+  seed: number;
+  out: string;
+}
+
+export interface BenchOptions {
+  scenarios: Scenario[];
+  sizes: number[];
+  modes: ModeName[];
+  durationS: number;
+  repeat: number;
+  connections: number;
+  fillerEndpoints: number;
+  s4Endpoints: number;
+  s4Repeat: number;
+  s5Services: number;
+  s5Changes: number;
+  seed: number;
+  out: string;
+}
+
+function list(v: string): string[] {
+  return v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+export function parseBenchArgs(a: BenchArgs): BenchOptions {
+  const scenarios = list(a.scenarios).map((s) => s.toUpperCase());
+  for (const s of scenarios) if (!(SCENARIOS as readonly string[]).includes(s)) throw new Error(`unknown scenario ${s} (choose from ${SCENARIOS.join(',')})`);
+  const sizes = list(a.services).map((s) => {
+    const n = Number(s.replace(/k$/i, '000'));
+    if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new Error(`--services: ${s} is not a Service count in 1..100000`);
+    return n;
+  });
+  if (a['include-50k'] && !sizes.includes(50_000)) sizes.push(50_000);
+  sizes.sort((x, y) => x - y);
+  const modes = list(a.modes);
+  for (const m of modes) if (!(MODE_NAMES as readonly string[]).includes(m)) throw new Error(`unknown mode ${m} (choose from ${MODE_NAMES.join(',')})`);
+  const pos = (name: string, v: number, min = 1) => {
+    if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be >= ${min}`);
+    return v;
+  };
+  return {
+    scenarios: scenarios as Scenario[],
+    sizes,
+    modes: modes as ModeName[],
+    durationS: pos('duration', a.duration),
+    repeat: pos('repeat', a.repeat),
+    connections: pos('connections', a.connections),
+    fillerEndpoints: pos('filler-endpoints', a['filler-endpoints']),
+    s4Endpoints: pos('s4-endpoints', a['s4-endpoints']),
+    s4Repeat: pos('s4-repeat', a['s4-repeat']),
+    s5Services: a['s5-services'] ?? (sizes.includes(10_000) ? 10_000 : Math.max(...sizes)),
+    s5Changes: pos('s5-changes', a['s5-changes']),
+    seed: a.seed,
+    out: a.out,
+  };
+}
+
+/** What S1-S3 measure. S2/S3 at one Service are S1's measurements (copied after the run) when S1 runs too. */
+export function dataPlaneWants(o: Pick<BenchOptions, 'scenarios' | 'sizes'>): DpOptions['wants'] {
+  const w: DpOptions['wants'] = [];
+  const has = (s: Scenario) => o.scenarios.includes(s);
+  if (has('S1')) {
+    w.push({ scenario: 'S1', services: 1, position: 'random', conn: 'keepalive' });
+    w.push({ scenario: 'S1', services: 1, position: 'random', conn: 'close' });
+  }
+  for (const n of o.sizes) {
+    if (n === 1 && has('S1')) continue;
+    if (has('S2')) {
+      w.push({ scenario: 'S2', services: n, position: 'random', conn: 'close' });
+      if (n > 1) w.push({ scenario: 'S2', services: n, position: 'worst', conn: 'close' });
+    }
+    if (has('S3')) w.push({ scenario: 'S3', services: n, position: 'random', conn: 'keepalive' });
+  }
+  return w;
+}
+
+async function versions(): Promise<Record<string, string>> {
+  const v = async (cmd: string, args: string[]) => {
+    try {
+      const { execFile } = await import('node:child_process');
+      return await new Promise<string>((resolve) =>
+        execFile(cmd, args, { timeout: 10_000 }, (_e, out, err) => resolve(`${out}${err}`.trim().split('\n')[0] ?? '')),
+      );
+    } catch {
+      return 'unknown';
+    }
+  };
+  return {
+    kernel: (await v('uname', ['-r'])) || 'unknown',
+    node: process.version,
+    wrk: await v('wrk', ['-v']),
+    nginx: await v('nginx', ['-v']),
+    iptables: await v('iptables', ['--version']),
+    nft: await v('nft', ['--version']),
+    // KPR_COMMIT names the commit when the tree is an export without .git.
+    kprCommit: (await run('git', ['-C', repoRoot(), 'rev-parse', 'HEAD'], { allowFail: true })).trim() || process.env.KPR_COMMIT || 'unknown',
+    kprDirty: (await run('git', ['-C', repoRoot(), 'status', '--porcelain'], { allowFail: true })).trim() ? 'yes' : 'no',
+  };
+}
+
+export interface BenchResults {
+  meta: Record<string, unknown>;
+  dp: DpCell[];
+  cp: CpCell[];
+  s5: S5Result[];
+}
+
+export async function runBench(o: BenchOptions, log: (m: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<BenchResults> {
+  const started = new Date();
+  const id = `kb${process.pid % 100000}`;
+  const lab = new BenchLab(id, 4, cpuPlan(cpus().length));
+  const res: BenchResults = {
+    meta: {
+      started: started.toISOString(),
+      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryMB: Math.round(totalmem() / 2 ** 20) },
+      versions: await versions(),
+      options: o,
+      method: {
+        client: `wrk -t3 -c${o.connections} pinned to CPU ${lab.cpus.client}, in the node namespace and a child cgroup (kpr-ct: the cgroup with kpr's hooks); direct: each wrk thread to its own backend pod IP; kpr-tc and direct-pod: the client runs in a client pod instead, since tc NAT starts flows on ingress only`,
+        servers: `nginx-light, worker_processes 1, one per pod, pinned to CPU ${lab.cpus.server}; 3 backends for the target Service (+1 spare pod for S5)`,
+        order: 'per Service count: all modes loaded inactive; each repetition runs every mode in turn (A B C D A B C D …); medians over repetitions',
+        conntrack: 'the node namespace has kube-proxy rulesets loaded (inactive) during all data-plane runs, so conntrack is on for every mode alike; it is flushed between modes',
+        iptablesBackend: 'the system iptables-restore (see versions.iptables)',
+        s4kpr: 'kpr: a child process running ManifestSource -> ObjectStore -> Controller -> Reconciler against real pinned maps (no hooks); wall/CPU from the process itself, peak RSS = its maxRSS',
+        s4baselines: 'iptables-restore / nft -f of pre-rendered input in a fresh namespace; wall from spawn to exit, CPU and peak RSS from GNU time (10 ms CPU resolution); rule generation by kube-proxy itself is not counted',
+        s5: 'kpr on a manifest directory; the target Service file is rewritten (rename) to add a spare backend; a probe in the kpr cgroup reconnects until that backend answers; latency = probe success - moment before the rename',
+      },
+    },
+    dp: [],
+    cp: [],
+    s5: [],
+  };
+  await withLab(lab, async () => {
+    log(`kpr bench: lab ${id} up (node ns ${lab.nodeNs})`);
+    const modes = await createModes(lab, o.modes);
+    for (const m of modes) if (m.unavailable) log(`  mode ${m.name}: unavailable: ${m.unavailable}`);
+    const wants = dataPlaneWants(o);
+    if (wants.length) {
+      log('data plane (S1-S3)');
+      res.dp = await runDataPlane(
+        lab,
+        modes,
+        { sizes: o.sizes, wants, durationS: o.durationS, repeat: o.repeat, connections: o.connections, fillerEndpoints: o.fillerEndpoints, targetPods: 3, seed: o.seed },
+        log,
+      );
+      // S2/S3 at one Service are S1's cells.
+      if (o.scenarios.includes('S1') && o.sizes.includes(1)) {
+        for (const c of res.dp.filter((x) => x.scenario === 'S1')) {
+          if (o.scenarios.includes('S2') && c.conn === 'close') res.dp.push({ ...c, scenario: 'S2' });
+          if (o.scenarios.includes('S3') && c.conn === 'keepalive') res.dp.push({ ...c, scenario: 'S3' });
+        }
+        const order = (c: DpCell) => `${c.scenario}|${String(c.services).padStart(6, '0')}|${c.position}|${c.conn}|${o.modes.indexOf(c.mode)}`;
+        res.dp.sort((a, b) => order(a).localeCompare(order(b)));
+      }
+    }
+    if (o.scenarios.includes('S4')) {
+      log('control plane (S4)');
+      const sizes = o.sizes.filter((n) => n >= 1000);
+      res.cp = await runControlPlane(lab, { sizes: sizes.length ? sizes : [1000], endpoints: o.s4Endpoints, repeat: o.s4Repeat, systems: ['kpr', 'iptables-restore', 'nft'] }, log);
+    }
+    if (o.scenarios.includes('S5')) {
+      log('programming latency (S5)');
+      for (const m of modes.filter((x) => x.name === 'kpr-ct' || x.name === 'kpr-tc')) {
+        res.s5.push(await runS5(lab, m, { services: o.s5Services, changes: o.s5Changes, fillerEndpoints: o.fillerEndpoints, seed: o.seed, timeoutMs: 10_000 }, log));
+      }
+    }
+  });
+  res.meta.finished = new Date().toISOString();
+  res.meta.elapsedS = Math.round((Date.now() - started.getTime()) / 1000);
+  return res;
+}
+
+export async function writeResults(res: BenchResults, out: string): Promise<string> {
+  await mkdir(out, { recursive: true });
+  const md = markdown(res);
+  await writeFile(join(out, 'results.md'), md);
+  await writeFile(join(out, 'results.json'), JSON.stringify(res, null, 2) + '\n');
+  for (const [name, svg] of Object.entries(charts(res))) await writeFile(join(out, name), svg);
+  return md;
+}
+
+export const benchCommand: CommandModule<{}, BenchArgs> = {
+  command: 'bench',
+  describe: 'benchmark kpr against kube-proxy iptables/nftables modes and direct pod access (wrk, netns lab)',
+  builder: (y: Argv<{}>) =>
+    y.options({
+      scenarios: { type: 'string', default: 'S1,S2,S3,S4,S5', describe: 'scenarios to run (S1..S5)' },
+      services: { type: 'string', default: '1,1000,10000', describe: 'Service counts for S2/S3 (S4 uses those >= 1000)' },
+      'include-50k': { type: 'boolean', default: false, describe: 'add 50000 Services (slow: minutes per baseline load)' },
+      modes: { type: 'string', default: MODE_NAMES.join(','), describe: `modes (${MODE_NAMES.join(',')})` },
+      duration: { type: 'number', default: 3, describe: 'seconds per wrk run' },
+      repeat: { type: 'number', default: 2, describe: 'repetitions (modes alternate within each)' },
+      connections: { type: 'number', default: 30, describe: 'wrk connections (over 3 threads)' },
+      'filler-endpoints': { type: 'number', default: 2, describe: 'endpoints per non-target Service in S1-S3 and S5' },
+      's4-endpoints': { type: 'number', default: 10, describe: 'endpoints per Service in S4' },
+      's4-repeat': { type: 'number', default: 1, describe: 'repetitions of S4 (each kpr run also repeats its incremental changes 3 times)' },
+      's5-services': { type: 'number', describe: 'Services present during S5 (default 10000 if measured, else the largest count)' },
+      's5-changes': { type: 'number', default: 20, describe: 'backend changes measured in S5' },
+      seed: { type: 'number', default: 1, describe: "seed for the target's random position" },
+      out: { type: 'string', default: 'bench-results', describe: 'output directory (results.md, results.json, S*.svg)' },
+    }) as unknown as Argv<BenchArgs>,
+  handler: async (a) => {
+    if (typeof process.getuid === 'function' && process.getuid() !== 0) throw new Error('kpr bench needs root (namespaces, iptables, BPF)');
+    const o = parseBenchArgs(a);
+    const res = await runBench(o);
+    const md = await writeResults(res, o.out);
+    process.stdout.write(md);
+    process.stderr.write(`kpr bench: results in ${o.out}/ (results.md, results.json, charts) after ${res.meta.elapsedS as number} s\n`);
+  },
+};
+
+export type { Conn, Position };

@@ -1,0 +1,275 @@
+/**
+ * Results: medians, ratios to direct and to iptables, the markdown table,
+ * the JSON file with every raw figure, one SVG per scenario, and the
+ * targets from the benchmark issue read off the numbers (reported, never
+ * asserted).
+ */
+import type { CpCell, DpCell, S5Result } from './scenarios.js';
+import { DIRECT_REF } from './modes.js';
+import { barChart, lineChart, type Series } from './svg.js';
+
+export function median(xs: number[]): number | null {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return null;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? (v[m] as number) : ((v[m - 1] as number) + (v[m] as number)) / 2;
+}
+
+/** Nearest-rank percentile. */
+export function percentile(xs: number[], p: number): number | null {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return null;
+  return v[Math.min(v.length - 1, Math.max(0, Math.ceil((p / 100) * v.length) - 1))] as number;
+}
+
+export interface DpSummary {
+  rps: number | null;
+  p50: number | null;
+  p99: number | null;
+  errors: number;
+  failedRuns: number;
+}
+
+export function summarize(c: DpCell): DpSummary {
+  return {
+    rps: median(c.runs.map((r) => r.rps)),
+    p50: median(c.runs.map((r) => r.percentilesMs['50'] ?? NaN)),
+    p99: median(c.runs.map((r) => r.percentilesMs['99'] ?? NaN)),
+    errors: c.runs.reduce((n, r) => n + r.socketErrors.connect + r.socketErrors.read + r.socketErrors.write + r.socketErrors.timeout + r.non2xx, 0),
+    failedRuns: c.failedRuns ?? 0,
+  };
+}
+
+function peer(cells: DpCell[], c: DpCell, mode: string): DpCell | undefined {
+  return cells.find((x) => x.scenario === c.scenario && x.services === c.services && x.position === c.position && x.conn === c.conn && x.mode === mode);
+}
+
+export function ratio(cells: DpCell[], c: DpCell, mode: string): number | null {
+  if (mode === 'direct') mode = DIRECT_REF[c.mode] ?? 'direct';
+  const a = summarize(c).rps;
+  const p = peer(cells, c, mode);
+  const b = p ? summarize(p).rps : null;
+  return a !== null && b ? a / b : null;
+}
+
+const f = (v: number | null | undefined, d = 2) => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(d));
+const fr = (v: number | null) => (v === null ? '–' : `${v.toFixed(2)}×`);
+
+function status(c: DpCell): string | undefined {
+  if (c.unavailable) return `unavailable: ${c.unavailable}`;
+  if (c.error && !c.runs.length) return `error: ${c.error.split('\n')[0]}`;
+  return undefined;
+}
+
+export function dpTable(cells: DpCell[], scenario: string): string {
+  const rows = cells.filter((c) => c.scenario === scenario);
+  if (!rows.length) return '';
+  const out = [
+    '| Services | target position | connections | mode | req/s (median) | p50 ms | p99 ms | × direct¹ | × iptables | errors |',
+    '|---:|---|---|---|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const c of rows) {
+    const st = status(c);
+    const pos = c.services === 1 ? '–' : `${c.position} (#${c.targetIndex + 1})`;
+    const conn = c.conn === 'keepalive' ? 'keep-alive' : 'new per request';
+    if (st) {
+      out.push(`| ${c.services} | ${pos} | ${conn} | ${c.mode} | ${st} | | | | | |`);
+      continue;
+    }
+    const s = summarize(c);
+    out.push(
+      `| ${c.services} | ${pos} | ${conn} | ${c.mode} | ${f(s.rps, 0)} | ${f(s.p50, 3)} | ${f(s.p99, 3)} | ${fr(ratio(cells, c, 'direct'))} | ${fr(ratio(cells, c, 'iptables'))} | ${s.errors}${s.failedRuns ? ` (+${s.failedRuns} failed run${s.failedRuns > 1 ? 's' : ''})` : ''} |`,
+    );
+  }
+  out.push('', '¹ kpr-tc and direct-pod run their client in a pod (tc NAT starts flows only on ingress); their "direct" is direct-pod. All other modes run it in the node namespace.');
+  return out.join('\n') + '\n';
+}
+
+export function cpTable(cells: CpCell[]): string {
+  if (!cells.length) return '';
+  const out = [
+    '| system | operation | form | Services × endpoints | wall ms (median) | CPU ms | peak RSS MB | steady RSS MB | runs |',
+    '|---|---|---|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const c of cells) {
+    if (c.error && !c.runs.length) {
+      out.push(`| ${c.system} | ${c.op} | ${c.form} | ${c.services} × ${c.endpoints} | error: ${c.error.split('\n').pop()} | | | | 0 |`);
+      continue;
+    }
+    const rss = median(c.runs.map((r) => r.peakRssKB ?? NaN));
+    const steady = median(c.runs.map((r) => r.steadyRssKB ?? NaN));
+    out.push(
+      `| ${c.system} | ${c.op} | ${c.form} | ${c.services} × ${c.endpoints} | ${f(median(c.runs.map((r) => r.wallMs)), 1)} | ${f(median(c.runs.map((r) => r.cpuMs)), 1)} | ${f(rss === null ? null : rss / 1024, 0)} | ${f(steady === null ? null : steady / 1024, 0)} | ${c.runs.length} |`,
+    );
+    if (c.error) out.push(`| | | ↳ error in a later step: ${c.error.split('\n').pop()} | | | | | | |`);
+  }
+  return out.join('\n') + '\n';
+}
+
+export function s5Table(rs: S5Result[]): string {
+  if (!rs.length) return '';
+  const out = ['| mode | Services | changes | p50 ms | p99 ms | max ms | timeouts |', '|---|---:|---:|---:|---:|---:|---:|'];
+  for (const r of rs) {
+    if (r.unavailable) out.push(`| ${r.mode} | ${r.services} | – | unavailable: ${r.unavailable} | | | |`);
+    else if (r.error && !r.latenciesMs.length) out.push(`| ${r.mode} | ${r.services} | ${r.changes} | error: ${r.error.split('\n')[0]} | | | |`);
+    else
+      out.push(
+        `| ${r.mode} | ${r.services} | ${r.latenciesMs.length} | ${f(percentile(r.latenciesMs, 50), 1)} | ${f(percentile(r.latenciesMs, 99), 1)} | ${f(Math.max(...r.latenciesMs), 1)} | ${r.timeouts} |`,
+      );
+  }
+  return out.join('\n') + '\n';
+}
+
+export interface TargetCheck {
+  target: string;
+  value: string;
+  met: boolean | null;
+}
+
+/** The issue's targets, evaluated where the run has the numbers (null = not measured). */
+export function targets(dp: DpCell[], cp: CpCell[], s5: S5Result[]): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  const cell = (sc: string, n: number, pos: string, conn: string, mode: string) =>
+    dp.find((c) => c.scenario === sc && c.services === n && c.position === pos && c.conn === conn && c.mode === mode && c.runs.length);
+  for (const pos of ['random', 'worst']) {
+    const ct = cell('S2', 10000, pos, 'close', 'kpr-ct');
+    const rd = ct ? ratio(dp, ct, 'direct') : null;
+    const ri = ct ? ratio(dp, ct, 'iptables') : null;
+    out.push({ target: `S2 10k (${pos}): kpr-ct ≥ 0.95 × direct`, value: fr(rd), met: rd === null ? null : rd >= 0.95 });
+    out.push({ target: `S2 10k (${pos}): kpr-ct ≥ 1.5 × iptables`, value: fr(ri), met: ri === null ? null : ri >= 1.5 });
+  }
+  const at50 = cell('S2', 50000, 'worst', 'close', 'kpr-ct') ?? cell('S2', 50000, 'random', 'close', 'kpr-ct');
+  const at1 = cell('S2', 1, 'random', 'close', 'kpr-ct');
+  const loss = at50 && at1 ? 1 - (summarize(at50).rps ?? 0) / (summarize(at1).rps ?? 1) : null;
+  out.push({ target: 'S2 50k: kpr-ct loses ≤ 5% vs 1 Service', value: loss === null ? '–' : `${(loss * 100).toFixed(1)}% loss`, met: loss === null ? null : loss <= 0.05 });
+  const tc = cell('S1', 1, 'random', 'keepalive', 'kpr-tc');
+  const tcr = tc ? ratio(dp, tc, 'direct') : null;
+  const tcu = dp.find((c) => c.mode === 'kpr-tc' && c.unavailable);
+  out.push({ target: 'S1 keep-alive: kpr-tc ≥ 0.95 × direct', value: tcu ? `unavailable: ${tcu.unavailable}` : fr(tcr), met: tcr === null ? null : tcr >= 0.95 });
+  const cpm = (sys: string, op: string, form: string | null, n: number) =>
+    cp.find((c) => c.system === sys && c.op === op && (form === null || c.form === form) && c.services === n && c.runs.length);
+  const kfull = cpm('kpr', 'full-sync', 'translate + map writes', 10000);
+  const kfullWall = kfull ? median(kfull.runs.map((r) => r.wallMs)) : null;
+  out.push({ target: 'S4 10k×10 full sync ≤ 1 s (kpr, translate + writes)', value: kfullWall === null ? '–' : `${kfullWall.toFixed(0)} ms`, met: kfullWall === null ? null : kfullWall <= 1000 });
+  const kparse = cpm('kpr', 'full-sync', 'incl. manifest parse', 10000);
+  const kparseWall = kparse ? median(kparse.runs.map((r) => r.wallMs)) : null;
+  out.push({ target: 'S4 10k×10 full sync ≤ 1 s (kpr, incl. manifest parse)', value: kparseWall === null ? '–' : `${kparseWall.toFixed(0)} ms`, met: kparseWall === null ? null : kparseWall <= 1000 });
+  const ifull = cpm('iptables-restore', 'full-sync', 'full', 10000);
+  const ifullWall = ifull ? median(ifull.runs.map((r) => r.wallMs)) : null;
+  const speedup = kfullWall && ifullWall ? ifullWall / kfullWall : null;
+  out.push({ target: 'S4 10k×10 full sync ≥ 10× faster than iptables-restore', value: speedup === null ? '–' : `${speedup.toFixed(1)}×`, met: speedup === null ? null : speedup >= 10 });
+  const kchg = cpm('kpr', 'change-endpoint', null, 10000);
+  const kchgWall = kchg ? median(kchg.runs.map((r) => r.wallMs)) : null;
+  out.push({ target: 'S4 one endpoint change at 10k ≤ 10 ms', value: kchgWall === null ? '–' : `${kchgWall.toFixed(2)} ms`, met: kchgWall === null ? null : kchgWall <= 10 });
+  const s5r = s5.find((r) => r.mode === 'kpr-ct' && r.services === 10000 && r.latenciesMs.length);
+  const p99 = s5r ? percentile(s5r.latenciesMs, 99) : null;
+  out.push({ target: 'S5 p99 ≤ 50 ms at 10k (kpr-ct)', value: p99 === null ? '–' : `${p99.toFixed(1)} ms`, met: p99 === null ? null : p99 <= 50 });
+  const rss = kfull ? median(kfull.runs.map((r) => r.peakRssKB ?? NaN)) : null;
+  out.push({ target: 'S4 controller RSS at 10k×10 ≤ 200 MB (peak, incl. manifest parse)', value: rss === null ? '–' : `${(rss / 1024).toFixed(0)} MB`, met: rss === null ? null : rss / 1024 <= 200 });
+  const steady = kfull ? median(kfull.runs.map((r) => r.steadyRssKB ?? NaN)) : null;
+  out.push({ target: 'S4 controller RSS at 10k×10 ≤ 200 MB (steady, after GC)', value: steady === null ? '–' : `${(steady / 1024).toFixed(0)} MB`, met: steady === null ? null : steady / 1024 <= 200 });
+  return out;
+}
+
+export function targetsTable(ts: TargetCheck[]): string {
+  const out = ['| target | measured | met |', '|---|---|---|'];
+  for (const t of ts) out.push(`| ${t.target} | ${t.value} | ${t.met === null ? 'not measured' : t.met ? 'yes' : 'NO'} |`);
+  return out.join('\n') + '\n';
+}
+
+export function markdown(r: { dp: DpCell[]; cp: CpCell[]; s5: S5Result[]; meta: Record<string, unknown> }): string {
+  const parts = ['# kpr bench', '', '```', JSON.stringify(r.meta, null, 2), '```', ''];
+  const titles: Record<string, string> = {
+    S1: 'S1 — one Service, a few backends',
+    S2: 'S2 — new connection per request vs number of Services',
+    S3: 'S3 — keep-alive vs number of Services (control for S2)',
+  };
+  for (const sc of ['S1', 'S2', 'S3']) {
+    const t = dpTable(r.dp, sc);
+    if (t) parts.push(`## ${titles[sc]}`, '', t);
+  }
+  const cpt = cpTable(r.cp);
+  if (cpt) parts.push('## S4 — control plane', '', cpt);
+  const s5t = s5Table(r.s5);
+  if (s5t) parts.push('## S5 — programming latency, manifest rewrite to first connection on the new backend', '', s5t);
+  parts.push('## Targets (read off this run)', '', targetsTable(targets(r.dp, r.cp, r.s5)));
+  return parts.join('\n');
+}
+
+export function charts(r: { dp: DpCell[]; cp: CpCell[]; s5: S5Result[] }): Record<string, string> {
+  const out: Record<string, string> = {};
+  const modes = [...new Set(r.dp.map((c) => c.mode))];
+  const s1 = r.dp.filter((c) => c.scenario === 'S1');
+  if (s1.length) {
+    out['S1.svg'] = barChart({
+      title: 'S1: one Service — requests/s (median)',
+      yLabel: 'req/s',
+      groups: ['keep-alive', 'new connection per request'],
+      series: modes.map((m) => ({
+        name: m,
+        values: (['keepalive', 'close'] as const).map((conn) => {
+          const c = s1.find((x) => x.mode === m && x.conn === conn);
+          return c ? summarize(c).rps : null;
+        }),
+      })),
+    });
+  }
+  for (const sc of ['S2', 'S3'] as const) {
+    const cs = r.dp.filter((c) => c.scenario === sc);
+    if (!cs.length) continue;
+    const sizes = [...new Set(cs.map((c) => c.services))].sort((a, b) => a - b);
+    const series: Series[] = [];
+    for (const pos of ['random', 'worst'] as const) {
+      if (!cs.some((c) => c.position === pos && c.services > 1)) continue;
+      for (const m of modes) {
+        series.push({
+          name: sc === 'S2' ? `${m} (${pos})` : m,
+          dashed: pos === 'worst',
+          values: sizes.map((n) => {
+            const c = cs.find((x) => x.mode === m && x.services === n && (n === 1 || x.position === pos));
+            return c ? summarize(c).rps : null;
+          }),
+        });
+      }
+    }
+    out[`${sc}.svg`] = lineChart(
+      { title: `${sc}: ${sc === 'S2' ? 'new connection per request' : 'keep-alive'} — req/s vs Services`, yLabel: 'req/s', groups: sizes.map(String), series },
+      860,
+      420,
+    );
+  }
+  if (r.cp.length) {
+    const keys = [...new Set(r.cp.map((c) => `${c.op}|${c.services}`))];
+    const sysForms = [...new Set(r.cp.map((c) => `${c.system}: ${c.form}`))];
+    out['S4.svg'] = barChart(
+      {
+        title: 'S4: control plane — wall time (median)',
+        yLabel: 'ms',
+        log: true,
+        groups: keys.map((k) => k.replace('|', ' @ ')),
+        series: sysForms.map((sf) => ({
+          name: sf,
+          values: keys.map((k) => {
+            const [op, n] = k.split('|');
+            const c = r.cp.find((x) => `${x.system}: ${x.form}` === sf && x.op === op && String(x.services) === n);
+            return c && c.runs.length ? median(c.runs.map((x) => x.wallMs)) : null;
+          }),
+        })),
+      },
+      1100,
+      460,
+    );
+  }
+  if (r.s5.length) {
+    out['S5.svg'] = barChart({
+      title: 'S5: manifest rewrite → first connection on the new backend',
+      yLabel: 'ms',
+      groups: r.s5.map((x) => `${x.mode} @ ${x.services}`),
+      series: [
+        { name: 'p50', values: r.s5.map((x) => percentile(x.latenciesMs, 50)) },
+        { name: 'p99', values: r.s5.map((x) => percentile(x.latenciesMs, 99)) },
+      ],
+    });
+  }
+  return out;
+}

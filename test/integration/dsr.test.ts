@@ -1,0 +1,181 @@
+/**
+ * Direct server return on the two-node lab. The external client always
+ * reaches node 1 (A); every endpoint is on node 2 (B), so each request must
+ * cross to B. Modes come from the per-Service annotation and from the
+ * node's --nodeport-mode flag.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { openPinnedMaps } from '../../src/datapath/loader.js';
+import { STAT_NAMES } from '../../src/datapath/layout.js';
+import type { CtRow } from '../../src/inspect/ct.js';
+import { Lab, LAB_EXT_IP, LAB_EXT_IP2, POD_HTTP_PORT, POD_PORT, type LabNode } from '../../src/lab/cluster.js';
+import { run } from '../../src/lab/exec.js';
+import { requireRoot } from '../helpers/privileged.js';
+
+type Stats = Record<(typeof STAT_NAMES)[number], number>;
+
+function stats(node: LabNode): Stats {
+  const maps = openPinnedMaps(node.pinPath);
+  try {
+    const out = {} as Stats;
+    STAT_NAMES.forEach((name, i) => {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(i);
+      const v = maps.stats.lookup(key);
+      let sum = 0n;
+      if (v) for (let off = 0; off + 8 <= v.length; off += 8) sum += v.readBigUInt64LE(off);
+      out[name] = Number(sum);
+    });
+    return out;
+  } finally {
+    for (const m of Object.values(maps)) m.close();
+  }
+}
+
+function delta(after: Stats, before: Stats): Partial<Stats> {
+  const d: Partial<Stats> = {};
+  for (const k of STAT_NAMES) if (after[k] !== before[k]) d[k] = after[k] - before[k];
+  return d;
+}
+
+const MODES = { plain: 30200, dsr: 30210, hybrid: 30220, snat: 30230 } as const;
+
+function manifest(b: LabNode): unknown[] {
+  const endpoints = b.pods.map((p) => ({ addresses: [p.ip], conditions: { ready: true }, nodeName: b.name }));
+  return Object.entries(MODES).flatMap(([name, base], i) => [
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name, namespace: 'dsr', ...(name === 'plain' ? {} : { annotations: { 'kpr.io/nodeport-mode': name } }) },
+      spec: {
+        type: 'NodePort',
+        clusterIP: `198.18.2.${10 + i}`,
+        ports: [
+          { name: 'tcp', port: 80, protocol: 'TCP', targetPort: POD_PORT, nodePort: base },
+          { name: 'udp', port: 53, protocol: 'UDP', targetPort: POD_PORT, nodePort: base + 1 },
+          { name: 'http', port: 8000, protocol: 'TCP', targetPort: POD_HTTP_PORT, nodePort: base + 2 },
+        ],
+      },
+    },
+    {
+      apiVersion: 'discovery.k8s.io/v1',
+      kind: 'EndpointSlice',
+      metadata: { name: `${name}-1`, namespace: 'dsr', labels: { 'kubernetes.io/service-name': name } },
+      addressType: 'IPv4',
+      ports: [
+        { name: 'tcp', port: POD_PORT, protocol: 'TCP' },
+        { name: 'udp', port: POD_PORT, protocol: 'UDP' },
+        { name: 'http', port: POD_HTTP_PORT, protocol: 'TCP' },
+      ],
+      endpoints,
+    },
+  ]);
+}
+
+test('DSR, SNAT and hybrid NodePort through node A to backends on node B', async (t) => {
+  if (!requireRoot(t)) return;
+  const lab = new Lab({ name: `ds${process.pid % 100000}`, nodes: 2, podsPerNode: 2 });
+  const [a, b] = lab.nodes as [LabNode, LabNode];
+  const ext = { netns: lab.extNs };
+  const podsB = b.pods.map((p) => p.name).sort();
+  const wrk = async (port: number) => {
+    const out = await lab.exec(ext, 'wrk', ['-t1', '-c16', '-d2s', '--timeout', '2s', `http://${a.ip}:${port}/`], 60_000);
+    const reqs = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+    return { out, reqs, socketErrors: /Socket errors/.test(out), non2xx: /Non-2xx/.test(out) };
+  };
+  try {
+    await lab.up({ manifest: manifest(b) });
+    for (const node of lab.nodes) await lab.waitFor(async () => (await lab.kprLog(node)).includes('"msg":"synced"'), `kpr on ${node.name}`);
+
+    for (const [mode, tcpDsr, udpDsr] of [
+      ['snat', false, false],
+      ['dsr', true, true],
+      ['hybrid', true, false],
+    ] as const) {
+      const replies = udpDsr ? 'sees no reply at all' : tcpDsr ? 'carries only the UDP replies' : 'carries every reply';
+      await t.test(`${mode}: TCP and UDP work; the backend sees ${tcpDsr ? 'the client' : 'node A'} over TCP; node A ${replies}`, async () => {
+        const base = MODES[mode];
+        const beforeA = stats(a);
+        const beforeB = stats(b);
+        const tcp = await lab.probe(ext, ['tcp', a.ip, String(base), '--count', '40']);
+        assert.deepEqual(tcp.errors, {});
+        assert.deepEqual(Object.keys(tcp.pods).sort(), podsB);
+        assert.deepEqual(tcp.peers, { [`${a.ip}:${base}`]: 40 }, 'the client talks to the NodePort throughout');
+        assert.deepEqual(tcp.seenAs, { [tcpDsr ? LAB_EXT_IP : a.ip]: 40 });
+        const udp = await lab.probe(ext, ['udp', a.ip, String(base + 1), '--count', '40']);
+        assert.deepEqual(udp.errors, {});
+        assert.deepEqual(udp.peers, { [`${a.ip}:${base + 1}`]: 40 }, 'UDP replies come from the NodePort');
+        assert.deepEqual(udp.seenAs, { [udpDsr ? LAB_EXT_IP : a.ip]: 40 });
+
+        const dA = delta(stats(a), beforeA);
+        const dB = delta(stats(b), beforeB);
+        const dsrFlows = (tcpDsr ? 40 : 0) + (udpDsr ? 40 : 0);
+        const snatFlows = 80 - dsrFlows;
+        // Node A reverse-translates exactly the SNAT flows' replies: DSR replies never reach it.
+        if (dsrFlows > 0) {
+          assert.equal(dA.tc_dsr_fwd, dsrFlows, 'node A sent each new DSR flow on with the option');
+          assert.equal(dB.tc_dsr_learn, dsrFlows, 'node B learnt each one');
+          assert.ok((dB.tc_dsr_reply ?? 0) >= dsrFlows, 'node B answered the client itself');
+          assert.equal(dA.tc_dsr_reply ?? 0, 0);
+        }
+        if (snatFlows === 0) assert.equal(dA.tc_rev ?? 0, 0, 'node A saw no reply packet at all');
+        else assert.ok((dA.tc_rev ?? 0) >= snatFlows, 'SNAT replies come back through node A');
+      });
+
+      await t.test(`${mode}: a bounded wrk run through node A completes with no socket errors`, async () => {
+        const r = await wrk(MODES[mode] + 2);
+        assert.ok(r.reqs > 100, r.out);
+        assert.equal(r.socketErrors, false, r.out);
+        assert.equal(r.non2xx, false, r.out);
+      });
+    }
+
+    await t.test('inspect ct marks DSR entries with their side', async () => {
+      await lab.probe(ext, ['udp', a.ip, String(MODES.dsr + 1), '--count', '1', '--bind-port', '40777']);
+      const rowsA = JSON.parse(await lab.kprCli(a, ['inspect', 'ct', '--pin-path', a.pinPath, '--json'])) as CtRow[];
+      const rowsB = JSON.parse(await lab.kprCli(b, ['inspect', 'ct', '--pin-path', b.pinPath, '--json'])) as CtRow[];
+      const onA = rowsA.find((r) => r.client === `${LAB_EXT_IP}:40777`);
+      const onB = rowsB.find((r) => r.client === `${LAB_EXT_IP}:40777`);
+      assert.equal(onA?.dsrSide, 'ingress');
+      assert.equal(onA?.snat, null);
+      assert.equal(onB?.dsrSide, 'backend');
+      assert.equal(onB?.frontend, `${a.ip}:${MODES.dsr + 1}`);
+    });
+
+    await t.test('DSR: an oversized DF datagram gets frag-needed; the next one is fragmented and served by SNAT', async () => {
+      const before = stats(a);
+      // 1472 bytes of UDP payload fill a 1500-byte MTU; the option needs 8 more.
+      const first = await lab.probe(ext, ['udp', a.ip, String(MODES.dsr + 1), '--count', '1', '--size', '1472', '--timeout', '1000']);
+      assert.equal(first.ok, 0);
+      assert.equal(delta(stats(a), before).tc_frag_needed, 1, 'node A sent frag-needed');
+      const route = await run('ip', ['-n', lab.extNs, 'route', 'get', a.ip]);
+      assert.match(route, /mtu 1492/, `the client learnt the path MTU: ${route}`);
+      // The client's kernel now fragments to 1492; fragments take the SNAT path.
+      const second = await lab.probe(ext, ['udp', a.ip, String(MODES.dsr + 1), '--count', '3', '--size', '1472']);
+      assert.equal(second.ok, 3);
+      assert.deepEqual(second.seenAs, { [a.ip]: 3 });
+      assert.ok((delta(stats(a), before).tc_dsr_fallback ?? 0) >= 3);
+      // A datagram that fits with the option still goes by DSR.
+      const small = await lab.probe(ext, ['udp', a.ip, String(MODES.dsr + 1), '--count', '3', '--size', '1400']);
+      assert.deepEqual(small.seenAs, { [LAB_EXT_IP]: 3 });
+    });
+
+    await t.test('--nodeport-mode dsr on the node, with an opt-out CIDR falling back to SNAT', async () => {
+      await lab.stopKpr(a);
+      await lab.startKpr(a, ['--nodeport-mode', 'dsr', '--dsr-optout-cidrs', `${LAB_EXT_IP2}/32`]);
+      await lab.waitFor(async () => (await lab.kprLog(a)).split('"msg":"kpr running"').length > 2, 'kpr restart on node A');
+      const plain = await lab.probe(ext, ['tcp', a.ip, String(MODES.plain), '--count', '20']);
+      assert.deepEqual(plain.seenAs, { [LAB_EXT_IP]: 20 }, 'the node default now gives DSR');
+      const optedOut = await lab.probe(ext, ['tcp', a.ip, String(MODES.plain), '--count', '20', '--bind', LAB_EXT_IP2]);
+      assert.deepEqual(optedOut.errors, {});
+      assert.deepEqual(optedOut.seenAs, { [a.ip]: 20 }, 'opted-out clients are masqueraded');
+      const annotated = await lab.probe(ext, ['tcp', a.ip, String(MODES.snat), '--count', '10']);
+      assert.deepEqual(annotated.seenAs, { [a.ip]: 10 }, 'the Service annotation still wins');
+      const r = await wrk(MODES.plain + 2);
+      assert.equal(r.socketErrors, false, r.out);
+    });
+  } finally {
+    await lab.down();
+  }
+});
