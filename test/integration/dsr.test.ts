@@ -96,6 +96,8 @@ test('DSR, SNAT and hybrid NodePort through node A to backends on node B', async
       const replies = udpDsr ? 'sees no reply at all' : tcpDsr ? 'carries only the UDP replies' : 'carries every reply';
       await t.test(`${mode}: TCP and UDP work; the backend sees ${tcpDsr ? 'the client' : 'node A'} over TCP; node A ${replies}`, async () => {
         const base = MODES[mode];
+        // let connections of the previous step finish, so the counters below are ours
+        await new Promise((r) => setTimeout(r, 1000));
         const beforeA = stats(a);
         const beforeB = stats(b);
         const tcp = await lab.probe(ext, ['tcp', a.ip, String(base), '--count', '40']);
