@@ -23,6 +23,8 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { ip, nodeArgv, run, runIn, wrapArgv } from './exec.js';
 import { labScript } from './topology.js';
+import type { ProbeResult } from './probe-result.js';
+import { Teardown } from './teardown.js';
 import { cgroup2Mount, removeCgroup } from '../util/cgroup.js';
 
 export interface LabPod {
@@ -329,14 +331,8 @@ export class Lab {
 
   /** Tear everything down; safe to call on a partial lab. */
   async down(): Promise<void> {
-    const errors: unknown[] = [];
-    const step = async (fn: () => Promise<unknown>) => {
-      try {
-        await fn();
-      } catch (err) {
-        errors.push(err);
-      }
-    };
+    const t = new Teardown();
+    const step = (fn: () => Promise<unknown>) => t.step(fn);
     for (const node of this.nodes) await step(() => this.stopKpr(node));
     for (const node of this.nodes) {
       if (existsSync(node.pinPath) && existsSync(`/run/netns/${node.netns}`)) {
@@ -352,21 +348,11 @@ export class Lab {
     }
     await step(() => removeCgroup(this.cgroupRoot));
     await step(() => rm(this.stateDir, { recursive: true, force: true }));
-    if (errors.length) throw new AggregateError(errors, 'lab teardown had errors');
+    t.finish('lab teardown');
   }
 }
 
-export interface LabProbe {
-  ok: number;
-  errors: Record<string, number>;
-  pods: Record<string, number>;
-  peers: Record<string, number>;
-  seenAs: Record<string, number>;
-  elapsedMs: number;
-  trace?: Array<[number, string]>;
-  status?: Record<string, number>;
-  body?: string;
-}
+export type LabProbe = ProbeResult;
 
 /** The manifest `lab up` writes when there is none: one Service per behaviour. */
 export function defaultLabManifest(lab: Lab): unknown[] {

@@ -7,24 +7,9 @@
  */
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
+import type { ProbeResult } from './probe-result.js';
 
-interface Summary {
-  proto: string;
-  ok: number;
-  errors: Record<string, number>;
-  /** pod name -> replies */
-  pods: Record<string, number>;
-  /** what getpeername / the reply source said -> count */
-  peers: Record<string, number>;
-  /** client address the pod saw -> count */
-  seenAs: Record<string, number>;
-  elapsedMs: number;
-  /** with --trace: when each reply came, and from which pod */
-  trace?: Array<[number, string]>;
-  /** http mode: status codes and the last body */
-  status?: Record<string, number>;
-  body?: string;
-}
+type Summary = ProbeResult;
 
 function arg(name: string, dflt?: string): string {
   const i = process.argv.indexOf(`--${name}`);

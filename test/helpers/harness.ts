@@ -16,15 +16,10 @@ import { nodeArgv, runIn, spawnIn } from '../../src/lab/exec.js';
 import { labScript, NodeTopology } from '../../src/lab/topology.js';
 import { createChildCgroup, removeCgroup } from '../../src/util/cgroup.js';
 import { repoRoot } from '../../src/util/paths.js';
+import type { ProbeResult } from '../../src/lab/probe-result.js';
+import { Teardown } from '../../src/lab/teardown.js';
 
-export interface ProbeResult {
-  ok: number;
-  errors: Record<string, number>;
-  pods: Record<string, number>;
-  peers: Record<string, number>;
-  seenAs: Record<string, number>;
-  elapsedMs: number;
-}
+export type { ProbeResult } from '../../src/lab/probe-result.js';
 
 export class Harness {
   readonly topo: NodeTopology;
@@ -125,19 +120,13 @@ export class Harness {
   }
 
   async teardown(): Promise<void> {
-    const errors: unknown[] = [];
-    const step = async (fn: () => Promise<unknown>) => {
-      try {
-        await fn();
-      } catch (err) {
-        errors.push(err);
-      }
-    };
+    const t = new Teardown();
+    const step = (fn: () => Promise<unknown>) => t.step(fn);
     await step(() => this.stopKpr());
     await step(() => cleanup(this.pinPath));
     await step(() => this.topo.destroy());
     await step(() => removeCgroup(this.cgroup));
     await step(() => rm(this.dir, { recursive: true, force: true }));
-    if (errors.length) throw new AggregateError(errors, 'teardown failed');
+    t.finish('teardown');
   }
 }
