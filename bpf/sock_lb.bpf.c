@@ -55,6 +55,8 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx,
 	__u16 vport = bpf_ntohs((__u16)ctx->user_port);
 	struct nat_fe_val *fe;
 	struct nat_be_val be;
+	struct aff_key ak = { .kind = AFF_CLIENT_NETNS };
+	__u32 ordinal;
 
 	if (!sock_proto_supported(proto))
 		return SYS_PROCEED;
@@ -63,7 +65,9 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx,
 	if (!fe)
 		return SYS_PROCEED;
 
-	switch (nat_select_backend(fe, fe->flags & NAT_FLG_INTERNAL_LOCAL, &be)) {
+	ak.svc_id = fe->id;
+	ak.client = bpf_get_netns_cookie(ctx);
+	switch (nat_select_backend(fe, fe->flags & NAT_FLG_INTERNAL_LOCAL, &ak, &be, &ordinal)) {
 	case NAT_FWD:
 		break;
 	case NAT_REJECT:

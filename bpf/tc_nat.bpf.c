@@ -339,20 +339,11 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 	}
 
 	{
-		struct nat_be_key bk = { .id = fe->id };
-		struct nat_be_val *found;
+		struct aff_key ak = { .svc_id = fe->id, .kind = AFF_CLIENT_ADDR, .client = p->saddr };
 
-		bk.ordinal = bpf_get_prandom_u32() % n;
-		found = bpf_map_lookup_elem(&kpr_v4_nat_be, &bk);
-		if (!found) {
-			bk.ordinal = 0;
-			found = bpf_map_lookup_elem(&kpr_v4_nat_be, &bk);
-			if (!found)
-				return TC_ACT_SHOT;
-		}
+		if (nat_select_backend(fe, local_only, &ak, &c.be, &c.ordinal) != NAT_FWD)
+			return TC_ACT_SHOT;
 		c.svc_id = fe->id;
-		c.ordinal = bk.ordinal;
-		c.be = *found;
 	}
 
 	/*

@@ -134,6 +134,37 @@ struct {
 } kpr_v4_sk_nat SEC(".maps");
 
 /*
+ * sessionAffinity: ClientIP. The client is its IPv4 address in tc, and its
+ * network namespace cookie at connect time (the source address is not
+ * known yet; a pod is one netns). LRU: affinity is soft state.
+ */
+enum aff_client_kind {
+	AFF_CLIENT_ADDR = 1,
+	AFF_CLIENT_NETNS = 2,
+};
+
+struct aff_key {
+	__u32 svc_id;
+	__u32 kind;	/* enum aff_client_kind */
+	__u64 client;
+};
+
+struct aff_val {
+	struct nat_be_val be;
+	__u32 ordinal;
+	__u32 pad;
+	__u64 last_used;	/* bpf_ktime_get_ns() */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct aff_key);
+	__type(value, struct aff_val);
+	__uint(max_entries, KPR_SK_NAT_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpr_v4_aff SEC(".maps");
+
+/*
  * Userspace-only: the name ("namespace/name:port/PROTO") behind each service
  * id. It lets a restarted controller adopt the ids already in the maps, and
  * lets `kpr inspect` and bpftool print names. The data path never reads it.

@@ -32,13 +32,46 @@ nat_fe_lookup(__be32 daddr, __u16 dport, __u8 proto, __be32 saddr)
 }
 
 /*
- * Pick a backend uniformly at random, like kube-proxy's statistic match.
- * Only node-local backends are eligible when the traffic policy says so; the
+ * sessionAffinity: the backend this client used last, if it is recent and
+ * still sits at the same ordinal (an endpoint change voids it).
+ */
+static __always_inline bool nat_affinity_get(const struct nat_fe_val *fe, const struct aff_key *ak,
+					     __u32 n, struct nat_be_val *be, __u32 *ordinal)
+{
+	struct aff_val *a = bpf_map_lookup_elem(&kpr_v4_aff, ak);
+	struct nat_be_key key = { .id = fe->id };
+	struct nat_be_val *cur;
+
+	if (!a || a->ordinal >= n)
+		return false;
+	if (bpf_ktime_get_ns() - a->last_used > (__u64)fe->affinity_timeout * 1000000000ULL)
+		return false;
+	key.ordinal = a->ordinal;
+	cur = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
+	if (!cur || cur->addr != a->be.addr || cur->port != a->be.port)
+		return false;
+	a->last_used = bpf_ktime_get_ns();
+	*be = *cur;
+	*ordinal = a->ordinal;
+	return true;
+}
+
+static __always_inline void nat_affinity_put(const struct aff_key *ak, const struct nat_be_val *be, __u32 ordinal)
+{
+	struct aff_val a = { .be = *be, .ordinal = ordinal, .last_used = bpf_ktime_get_ns() };
+
+	bpf_map_update_elem(&kpr_v4_aff, ak, &a, BPF_ANY);
+}
+
+/*
+ * Pick a backend uniformly at random, like kube-proxy's statistic match, or
+ * the client's previous one under sessionAffinity (ak != NULL). Only
+ * node-local backends are eligible when the traffic policy says so; the
  * controller writes them first, at ordinals 0..local-1.
  */
 static __always_inline enum nat_verdict
 nat_select_backend(const struct nat_fe_val *fe, bool local_only,
-		   struct nat_be_val *be)
+		   const struct aff_key *ak, struct nat_be_val *be, __u32 *ordinal)
 {
 	struct nat_be_key key = { .id = fe->id };
 	struct nat_be_val *found;
@@ -50,6 +83,9 @@ nat_select_backend(const struct nat_fe_val *fe, bool local_only,
 	n = local_only ? fe->local : fe->count;
 	if (n == 0)
 		return NAT_REJECT;
+
+	if (ak && fe->affinity_timeout && nat_affinity_get(fe, ak, n, be, ordinal))
+		return NAT_FWD;
 
 	key.ordinal = bpf_get_prandom_u32() % n;
 	found = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
@@ -65,6 +101,9 @@ nat_select_backend(const struct nat_fe_val *fe, bool local_only,
 	}
 
 	*be = *found;
+	*ordinal = key.ordinal;
+	if (ak && fe->affinity_timeout)
+		nat_affinity_put(ak, be, key.ordinal);
 	return NAT_FWD;
 }
 

@@ -12,6 +12,7 @@ export const MAP_FRAG = 'kpr_v4_frag';
 export const MAP_CONFIG = 'kpr_config';
 export const MAP_NODE_IPS = 'kpr_v4_node_ips';
 export const MAP_DSR_OPTOUT = 'kpr_v4_dsr_optout';
+export const MAP_AFFINITY = 'kpr_v4_aff';
 
 export const ALL_MAPS = [
   MAP_NAT_FE,
@@ -24,6 +25,7 @@ export const ALL_MAPS = [
   MAP_CONFIG,
   MAP_NODE_IPS,
   MAP_DSR_OPTOUT,
+  MAP_AFFINITY,
 ] as const;
 
 /** Sub-directory for pinned program links. */

@@ -398,6 +398,9 @@ export function defaultLabManifest(lab: Lab): unknown[] {
     // no endpoints: REJECT
     svc('empty', { type: 'NodePort', clusterIP: '198.18.0.13', ports: np(30100) }),
     // externalIP and a LoadBalancer IP restricted to one source range
+    // sessionAffinity: ClientIP: one client, one backend
+    svc('sticky', { type: 'NodePort', clusterIP: '198.18.0.16', sessionAffinity: 'ClientIP', ports: np(30120) }),
+    slice('sticky', allEndpoints),
     svc('ext', { clusterIP: '198.18.0.14', externalIPs: ['198.18.1.14'] }),
     slice('ext', allEndpoints),
     svc(

@@ -124,6 +124,22 @@ test('multi-node lab: per-packet NAT, NodePort, external IPs and traffic policie
       }
     });
 
+    await t.test('sessionAffinity ClientIP: each client sticks to one backend, by every path', async () => {
+      const paths: Array<[string, { netns: string; cgroup?: string }, string, string]> = [
+        ['external client via NodePort', ext, n1.ip, '30120'],
+        ['pod via tc', pod(n1), '198.18.0.16', '80'],
+        ['pod via connect-time', pod(n2, 1, true), '198.18.0.16', '80'],
+      ];
+      for (const [what, from, addr, port] of paths) {
+        const r = await lab.probe(from, ['tcp', addr, port, '--count', '30']);
+        assert.deepEqual(r.errors, {}, what);
+        assert.equal(Object.keys(r.pods).length, 1, `${what}: ${JSON.stringify(r.pods)}`);
+      }
+      // without affinity the same client spreads (control)
+      const spread = await lab.probe(pod(n1), ['tcp', '198.18.0.10', '80', '--count', '30']);
+      assert.ok(Object.keys(spread.pods).length > 1);
+    });
+
     await t.test('no ready endpoint: TCP and UDP are refused at once, never time out', async () => {
       const tcp = await lab.probe(ext, ['tcp', n1.ip, '30100', '--count', '3']);
       assert.deepEqual(tcp.errors, { ECONNREFUSED: 3 });

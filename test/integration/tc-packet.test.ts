@@ -51,6 +51,10 @@ function desired(): Map<string, DesiredServicePort> {
       [slice('one-1', 'one', [{ ip: REMOTE_BE, node: 'n2' }], [{ name: 'http', port: 8080 }, { name: 'u', port: 8080, protocol: 'UDP' }])],
     ],
   ];
+  objs.push([
+    service('sticky', { clusterIP: '198.18.0.15', ports: [{ name: 'http', port: 80 }], extra: { sessionAffinity: 'ClientIP' } }),
+    [slice('sticky-1', 'sticky', [{ ip: LOCAL_BE }, { ip: REMOTE_BE }, { ip: '192.0.2.67' }, { ip: '192.0.2.68' }])],
+  ]);
   const lb = service('lb', { type: 'LoadBalancer', clusterIP: '198.18.0.14', ports: [{ name: 'http', port: 80, nodePort: 30082 }], extra: { loadBalancerSourceRanges: ['203.0.113.0/24'] } });
   (lb as { status?: unknown }).status = { loadBalancer: { ingress: [{ ip: '198.18.100.1' }] } };
   objs.push([lb, [slice('lb-1', 'lb', [{ ip: REMOTE_BE, node: 'n2' }])]]);
@@ -284,6 +288,22 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.equal(fin.out.dst, REMOTE_BE);
     const rev = ctEntries().find((e) => e.val.type === CT_REV)!;
     assert.equal(rev.val.tcpClient & 0x04, 0x04, 'FIN recorded from the client');
+  });
+
+  test('sessionAffinity ClientIP: new flows of one client reuse its backend', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const backends = new Set<string>();
+    for (let port = 42000; port < 42020; port++) {
+      backends.add(run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.15', proto: TCP, sport: port, dport: 80 })).out.dst);
+    }
+    assert.equal(backends.size, 1, [...backends].join(','));
+    // another client gets its own (random) pick, and keeps it too
+    const other = new Set<string>();
+    for (let port = 42000; port < 42010; port++) {
+      other.add(run('kpr_from_pod', packet({ src: '192.0.2.99', dst: '198.18.0.15', proto: TCP, sport: port, dport: 80 })).out.dst);
+    }
+    assert.equal(other.size, 1);
   });
 
   test('non-TCP/UDP traffic and non-Service addresses are untouched', (t) => {
