@@ -15,6 +15,7 @@ import { cleanup, openPinnedMaps } from './datapath/loader.js';
 import { parseAddress } from './http/server.js';
 import { formatNatRows, natRows } from './inspect/nat.js';
 import { ctRows, formatCtRows } from './inspect/ct.js';
+import { benchCommand } from './bench/command.js';
 import { createLogger } from './log.js';
 
 const DEFAULT_PIN_PATH = '/sys/fs/bpf/kpr';
@@ -303,7 +304,8 @@ export async function main(argv: string[]): Promise<void> {
         await runDemo();
       },
     )
-    .demandCommand(1, 'give a command: run, inspect, cleanup, lab or demo')
+    .command(benchCommand)
+    .demandCommand(1, 'give a command: run, inspect, cleanup, lab, demo or bench')
     .strict()
     .help()
     .fail((msg, err, y) => {

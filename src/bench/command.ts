@@ -121,6 +121,10 @@ async function versions(): Promise<Record<string, string>> {
       return 'unknown';
     }
   };
+  // BENCH_COMMIT names the commit when the tree is an export without .git
+  // (not KPR_*: kpr rejects unknown KPR_ variables).
+  const head = (await run('git', ['-C', repoRoot(), 'rev-parse', 'HEAD'], { allowFail: true })).trim();
+  const dirty = head ? ((await run('git', ['-C', repoRoot(), 'status', '--porcelain'], { allowFail: true })).trim() ? 'yes' : 'no') : 'unknown (not a git checkout)';
   return {
     kernel: (await v('uname', ['-r'])) || 'unknown',
     node: process.version,
@@ -128,9 +132,8 @@ async function versions(): Promise<Record<string, string>> {
     nginx: await v('nginx', ['-v']),
     iptables: await v('iptables', ['--version']),
     nft: await v('nft', ['--version']),
-    // KPR_COMMIT names the commit when the tree is an export without .git.
-    kprCommit: (await run('git', ['-C', repoRoot(), 'rev-parse', 'HEAD'], { allowFail: true })).trim() || process.env.KPR_COMMIT || 'unknown',
-    kprDirty: (await run('git', ['-C', repoRoot(), 'status', '--porcelain'], { allowFail: true })).trim() ? 'yes' : 'no',
+    kprCommit: head || process.env.BENCH_COMMIT || 'unknown',
+    kprDirty: dirty,
   };
 }
 

@@ -11,7 +11,7 @@ import { run } from '../lab/exec.js';
 import { iptablesHooks, renderIptables, renderIptablesServicesChain } from './iptables.js';
 import { KprProcess, missingRunFlags } from './kpr.js';
 import { NODE_IP } from '../lab/topology.js';
-import { CLIENT_HOST_IFACE, CLUSTER_CIDR, POD_PORT, VIP_DEV, type BenchLab } from './lab.js';
+import { CLIENT_HOST_IFACE, CLUSTER_CIDR, VIP_DEV, type BenchLab } from './lab.js';
 import { manifestJson, targetOf, type BenchModel, type BenchService } from './model.js';
 import { NFT_TABLE, nftHooks, renderNftables } from './nftables.js';
 

@@ -1,0 +1,74 @@
+/**
+ * A tiny real run: one Service, every mode, one short wrk run each. It
+ * proves each mode carries traffic to every backend (nginx answers with the
+ * pod's name, the check counts distinct pods), that the output files are
+ * written, and that nothing of the lab is left behind.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { parseBenchArgs, runBench, writeResults, type BenchArgs } from '../../src/bench/command.js';
+import { MODE_NAMES } from '../../src/bench/modes.js';
+import { run } from '../../src/lab/exec.js';
+import { cgroup2Mount } from '../../src/util/cgroup.js';
+import { requireRoot } from '../helpers/privileged.js';
+
+test('smoke: S1 with every mode carries traffic to every backend, and cleans up', async (t) => {
+  if (!requireRoot(t)) return;
+  const out = await mkdtemp(join(tmpdir(), 'kpr-bench-smoke-'));
+  try {
+    const args: BenchArgs = {
+      scenarios: 'S1',
+      services: '1',
+      'include-50k': false,
+      modes: MODE_NAMES.join(','),
+      duration: 1,
+      repeat: 1,
+      connections: 6,
+      'filler-endpoints': 2,
+      's4-endpoints': 10,
+      's4-repeat': 1,
+      's5-changes': 1,
+      seed: 1,
+      out,
+    };
+    const res = await runBench(parseBenchArgs(args), () => {});
+    const id = `kb${process.pid % 100000}`;
+    assert.equal(res.dp.length, MODE_NAMES.length * 2, 'keep-alive and close for every mode');
+    for (const c of res.dp) {
+      if (c.unavailable) {
+        // Only tc-only may be missing, and then with a reason and no numbers.
+        assert.equal(c.mode, 'kpr-tc');
+        assert.equal(c.runs.length, 0);
+        continue;
+      }
+      assert.equal(c.error, undefined, `${c.mode} ${c.conn}: ${c.error}`);
+      assert.ok(c.check?.passed, `${c.mode}: ${JSON.stringify(c.check)}`);
+      assert.deepEqual(Object.keys(c.check.pods).sort(), ['pod-1', 'pod-2', 'pod-3'], `${c.mode} reached ${JSON.stringify(c.check.pods)}`);
+      assert.equal(c.runs.length, 1);
+      const r = c.runs[0]!;
+      assert.ok(r.rps > 100, `${c.mode} ${c.conn}: ${r.rps} req/s`);
+      assert.equal(r.non2xx, 0);
+      assert.equal(r.socketErrors.connect, 0);
+    }
+    // Nothing left: namespaces, cgroups, pinned maps.
+    const ns = await run('ip', ['netns', 'list']);
+    assert.ok(!ns.split('\n').some((l) => l.startsWith(`${id}-`)), `namespaces left:\n${ns}`);
+    assert.ok(!readdirSync(cgroup2Mount()).some((d) => d.startsWith(`kprb-${id}-`)), 'cgroups left');
+    assert.ok(!readdirSync('/sys/fs/bpf').some((d) => d.startsWith(`kprb-${id}-`)), 'pinned maps left');
+
+    const md = await writeResults(res, out);
+    assert.match(md, /## S1 — one Service/);
+    assert.match(md, /\| 1 \| – \| keep-alive \| kpr-ct \| \d+ \|/);
+    const json = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { meta: { versions: { kernel: string } }; dp: unknown[] };
+    assert.ok(json.meta.versions.kernel.length > 0);
+    assert.equal(json.dp.length, res.dp.length);
+    assert.match(readFileSync(join(out, 'S1.svg'), 'utf8'), /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+    assert.ok(existsSync(join(out, 'results.md')));
+  } finally {
+    await rm(out, { recursive: true, force: true });
+  }
+});
