@@ -23,7 +23,7 @@ interface Entry<T> {
   raw: string;
 }
 
-function metaKey(raw: unknown): string | undefined {
+export function metaKey(raw: unknown): string | undefined {
   const m = (raw as { metadata?: { name?: unknown; namespace?: unknown } } | null)?.metadata;
   if (!m || typeof m.name !== 'string') return undefined;
   return serviceKey(typeof m.namespace === 'string' && m.namespace ? m.namespace : 'default', m.name);
@@ -60,6 +60,17 @@ export class ObjectStore {
   remove(kind: Kind, namespace: string, name: string): void {
     const changed = new Set<string>();
     this.removeInto(kind, serviceKey(namespace, name), changed);
+    if (changed.size) this.onChange(changed);
+  }
+
+  /**
+   * Several upserts and removals as one change (a manifest file that
+   * changed): the controller hears about it once.
+   */
+  applyBatch(upserts: Array<{ kind: Kind; raw: unknown }>, removals: Array<{ kind: Kind; key: string }>): void {
+    const changed = new Set<string>();
+    for (const r of removals) this.removeInto(r.kind, r.key, changed);
+    for (const u of upserts) this.upsertInto(u.kind, u.raw, changed);
     if (changed.size) this.onChange(changed);
   }
 

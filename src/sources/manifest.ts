@@ -10,7 +10,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import type { ObjectStore } from '../controller/store.js';
+import { metaKey, type Kind, type ObjectStore } from '../controller/store.js';
 import type { Logger } from '../log.js';
 import type { Source } from './source.js';
 
@@ -20,7 +20,11 @@ interface FileState {
   mtimeMs: number;
   size: number;
   docs: unknown[];
+  /** "Kind ns/name" of every object the file holds */
+  keys: Set<string>;
 }
+
+const objectId = (kind: Kind, key: string) => `${kind} ${key}`;
 
 export interface ManifestSourceOptions {
   path: string;
@@ -43,9 +47,7 @@ export class ManifestSource implements Source {
 
   async start(store: ObjectStore): Promise<void> {
     this.store = store;
-    await this.reload();
-    store.markSynced('Service');
-    store.markSynced('EndpointSlice');
+    // Watch first: a change made while the first read runs is not missed.
     const st = await stat(this.opts.path);
     const dir = st.isDirectory() ? this.opts.path : dirname(this.opts.path);
     try {
@@ -56,6 +58,9 @@ export class ManifestSource implements Source {
     }
     this.poller = setInterval(() => this.kick(), this.opts.pollMs ?? 2000);
     this.poller.unref();
+    await this.reload();
+    store.markSynced('Service');
+    store.markSynced('EndpointSlice');
   }
 
   async stop(): Promise<void> {
@@ -67,9 +72,10 @@ export class ManifestSource implements Source {
 
   private kick(): void {
     if (this.debounce) clearTimeout(this.debounce);
+    // A short debounce: an editor's save is several events in a row.
     this.debounce = setTimeout(() => {
       this.reloading = this.reloading.then(() => this.reload()).catch((err) => this.opts.log.error({ err }, 'manifest reload failed'));
-    }, 50);
+    }, 10);
   }
 
   private async listFiles(): Promise<string[]> {
@@ -82,10 +88,12 @@ export class ManifestSource implements Source {
       .map((n) => join(this.opts.path, n));
   }
 
-  /** Re-read changed files and hand the store the complete object set. */
+  /**
+   * Re-read the files that changed and hand the store only their objects:
+   * one edited Service among 10k costs one file's parse, not all of them.
+   */
   async reload(): Promise<void> {
     const { log } = this.opts;
-    let changed = false;
     const present = new Set<string>();
     let files: string[];
     try {
@@ -95,6 +103,9 @@ export class ManifestSource implements Source {
       log.error({ err, path: this.opts.path }, 'cannot read manifests; keeping the last good state');
       return;
     }
+    const upserts: Array<{ kind: Kind; raw: unknown }> = [];
+    const gone = new Set<string>();
+    const fresh = new Set<string>();
     for (const file of files) {
       present.add(file);
       let st;
@@ -105,32 +116,56 @@ export class ManifestSource implements Source {
       }
       const prev = this.files.get(file);
       if (prev && prev.mtimeMs === st.mtimeMs && prev.size === st.size) continue;
-      changed = true;
+      let docs: unknown[];
       try {
-        const docs = this.parseFile(file, await readFile(file, 'utf8'));
-        this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, docs });
+        docs = this.parseFile(file, await readFile(file, 'utf8'));
       } catch (err) {
         log.error({ file, err: (err as Error).message }, `cannot parse ${basename(file)}; keeping its last good contents`);
-        this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, docs: prev?.docs ?? [] });
+        this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, docs: prev?.docs ?? [], keys: prev?.keys ?? new Set() });
+        continue;
       }
-    }
-    for (const file of [...this.files.keys()]) {
-      if (!present.has(file)) {
-        this.files.delete(file);
-        changed = true;
+      const keys = new Set<string>();
+      for (const doc of docs) {
+        for (const { kind, raw } of this.classify(file, doc)) {
+          upserts.push({ kind, raw });
+          const key = metaKey(raw);
+          if (key) {
+            keys.add(objectId(kind, key));
+            fresh.add(objectId(kind, key));
+          }
+        }
       }
+      for (const id of prev?.keys ?? []) if (!keys.has(id)) gone.add(id);
+      this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, docs, keys });
     }
-    if (!changed || !this.store) return;
-    const services: unknown[] = [];
-    const slices: unknown[] = [];
-    for (const [file, { docs }] of this.files) {
-      for (const doc of docs) this.classify(file, doc, services, slices);
+    for (const [file, state] of [...this.files]) {
+      if (present.has(file)) continue;
+      this.files.delete(file);
+      for (const id of state.keys) gone.add(id);
     }
-    this.store.replace('Service', services);
-    this.store.replace('EndpointSlice', slices);
+    // An object that moved to another file is not gone.
+    const stillHeld = (id: string) => fresh.has(id) || [...this.files.values()].some((f) => f.keys.has(id));
+    const removals = [...gone]
+      .filter((id) => !stillHeld(id))
+      .map((id) => {
+        const sp = id.indexOf(' ');
+        return { kind: id.slice(0, sp) as Kind, key: id.slice(sp + 1) };
+      });
+    if ((upserts.length || removals.length) && this.store) this.store.applyBatch(upserts, removals);
   }
 
   private parseFile(file: string, text: string): unknown[] {
+    // JSON is YAML too, and JSON.parse is many times faster and leaner for
+    // big generated manifests.
+    const head = text.trimStart()[0];
+    if (head === '{' || head === '[') {
+      try {
+        const v = JSON.parse(text) as unknown;
+        return Array.isArray(v) ? v : [v];
+      } catch {
+        /* not strict JSON: let the YAML parser judge it */
+      }
+    }
     const docs = parseAllDocuments(text);
     const out: unknown[] = [];
     for (const d of Array.isArray(docs) ? docs : [docs]) {
@@ -142,18 +177,13 @@ export class ManifestSource implements Source {
     return out;
   }
 
-  private classify(file: string, doc: unknown, services: unknown[], slices: unknown[]): void {
+  private classify(file: string, doc: unknown): Array<{ kind: Kind; raw: unknown }> {
     const o = doc as { kind?: unknown; items?: unknown; metadata?: { name?: unknown } } | null;
-    if (o && o.kind === 'List' && Array.isArray(o.items)) {
-      for (const item of o.items) this.classify(file, item, services, slices);
-      return;
-    }
-    if (o?.kind === 'Service') services.push(doc);
-    else if (o?.kind === 'EndpointSlice') slices.push(doc);
-    else {
-      const what = `${typeof o?.kind === 'string' ? o.kind : '<no kind>'} ${typeof o?.metadata?.name === 'string' ? o.metadata.name : '<unnamed>'}`;
-      this.opts.log.warn({ file, object: what }, `ignoring ${what} in ${basename(file)}: not a Service or EndpointSlice`);
-      this.opts.onIgnored?.(what, 'wrong-kind');
-    }
+    if (o && o.kind === 'List' && Array.isArray(o.items)) return o.items.flatMap((item) => this.classify(file, item));
+    if (o?.kind === 'Service' || o?.kind === 'EndpointSlice') return [{ kind: o.kind, raw: doc }];
+    const what = `${typeof o?.kind === 'string' ? o.kind : '<no kind>'} ${typeof o?.metadata?.name === 'string' ? o.metadata.name : '<unnamed>'}`;
+    this.opts.log.warn({ file, object: what }, `ignoring ${what} in ${basename(file)}: not a Service or EndpointSlice`);
+    this.opts.onIgnored?.(what, 'wrong-kind');
+    return [];
   }
 }
