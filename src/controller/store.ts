@@ -19,8 +19,13 @@ export interface InvalidObject {
 
 interface Entry<T> {
   value: T;
-  /** Serialized input, to skip re-processing objects that did not change. */
-  raw: string;
+  /** The input, to skip re-processing objects that did not change. */
+  raw: unknown;
+}
+
+/** Same content? Only serialized when a second version arrives, so a first load pays nothing. */
+function sameRaw(a: unknown, b: unknown): boolean {
+  return a === b || JSON.stringify(a) === JSON.stringify(b);
 }
 
 export function metaKey(raw: unknown): string | undefined {
@@ -95,25 +100,25 @@ export class ObjectStore {
       // Keep the last valid version, if any: the key counts as seen.
       return key;
     }
-    const text = JSON.stringify(raw);
     if (kind === 'Service') {
       const svc = parsed.value as Service;
       const k = serviceKey(svc.namespace, svc.name);
-      if (this.services.get(k)?.raw === text) return k;
-      this.services.set(k, { value: svc, raw: text });
+      const prevSvc = this.services.get(k);
+      if (prevSvc && sameRaw(prevSvc.raw, raw)) return k;
+      this.services.set(k, { value: svc, raw });
       changed.add(k);
       return k;
     }
     const slice = parsed.value as EndpointSlice;
     const k = serviceKey(slice.namespace, slice.name);
     const prev = this.slices.get(k);
-    if (prev?.raw === text) return k;
+    if (prev && sameRaw(prev.raw, raw)) return k;
     if (prev) {
       const oldSvc = serviceKey(prev.value.namespace, prev.value.serviceName);
       this.slicesBySvc.get(oldSvc)?.delete(k);
       changed.add(oldSvc);
     }
-    this.slices.set(k, { value: slice, raw: text });
+    this.slices.set(k, { value: slice, raw });
     const svcKey = serviceKey(slice.namespace, slice.serviceName);
     let set = this.slicesBySvc.get(svcKey);
     if (!set) this.slicesBySvc.set(svcKey, (set = new Set()));
