@@ -18,14 +18,17 @@ export interface InvalidObject {
 }
 
 interface Entry<T> {
+  /** The validated object only: the raw input (often much bigger) is not kept. */
   value: T;
-  /** The input, to skip re-processing objects that did not change. */
-  raw: unknown;
 }
 
-/** Same content? Only serialized when a second version arrives, so a first load pays nothing. */
-function sameRaw(a: unknown, b: unknown): boolean {
-  return a === b || JSON.stringify(a) === JSON.stringify(b);
+/**
+ * Same validated content? Serialised only when a second version arrives, so
+ * a first load pays nothing, and fields kpr ignores (status, managedFields)
+ * never count as a change.
+ */
+function sameValue(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 export function metaKey(raw: unknown): string | undefined {
@@ -104,21 +107,21 @@ export class ObjectStore {
       const svc = parsed.value as Service;
       const k = serviceKey(svc.namespace, svc.name);
       const prevSvc = this.services.get(k);
-      if (prevSvc && sameRaw(prevSvc.raw, raw)) return k;
-      this.services.set(k, { value: svc, raw });
+      if (prevSvc && sameValue(prevSvc.value, svc)) return k;
+      this.services.set(k, { value: svc });
       changed.add(k);
       return k;
     }
     const slice = parsed.value as EndpointSlice;
     const k = serviceKey(slice.namespace, slice.name);
     const prev = this.slices.get(k);
-    if (prev && sameRaw(prev.raw, raw)) return k;
+    if (prev && sameValue(prev.value, slice)) return k;
     if (prev) {
       const oldSvc = serviceKey(prev.value.namespace, prev.value.serviceName);
       this.slicesBySvc.get(oldSvc)?.delete(k);
       changed.add(oldSvc);
     }
-    this.slices.set(k, { value: slice, raw });
+    this.slices.set(k, { value: slice });
     const svcKey = serviceKey(slice.namespace, slice.serviceName);
     let set = this.slicesBySvc.get(svcKey);
     if (!set) this.slicesBySvc.set(svcKey, (set = new Set()));

@@ -19,8 +19,7 @@ const EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 interface FileState {
   mtimeMs: number;
   size: number;
-  docs: unknown[];
-  /** "Kind ns/name" of every object the file holds */
+  /** "Kind ns/name" of every object the file holds (the objects live in the store) */
   keys: Set<string>;
 }
 
@@ -121,7 +120,7 @@ export class ManifestSource implements Source {
         docs = this.parseFile(file, await readFile(file, 'utf8'));
       } catch (err) {
         log.error({ file, err: (err as Error).message }, `cannot parse ${basename(file)}; keeping its last good contents`);
-        this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, docs: prev?.docs ?? [], keys: prev?.keys ?? new Set() });
+        this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, keys: prev?.keys ?? new Set() });
         continue;
       }
       const keys = new Set<string>();
@@ -136,7 +135,7 @@ export class ManifestSource implements Source {
         }
       }
       for (const id of prev?.keys ?? []) if (!keys.has(id)) gone.add(id);
-      this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, docs, keys });
+      this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, keys });
     }
     for (const [file, state] of [...this.files]) {
       if (present.has(file)) continue;
