@@ -170,6 +170,8 @@ test('multi-node lab: per-packet NAT, NodePort, external IPs and traffic policie
       const client = lab.probe(ext, ['udp', n1.ip, '30081', '--count', '5000', '--interval', '10', '--duration', '15000', '--bind-port', '40999', '--trace']);
       // wait until the flow is established (the probe may take a while to start under load)
       await lab.waitFor(async () => ct(n1).some((r) => r.proto === 'UDP' && r.client === `${LAB_EXT_IP}:40999`), 'the UDP flow');
+      // let replies come back for a while, so "before" has something to compare
+      await sleep(1000);
       const served = (await nat(n1)).find((r) => r.frontend.port === 30081)!;
       assert.equal(served.backends.length, 4);
       // Find the backend this flow is pinned to, then remove it from the Service.
