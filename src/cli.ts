@@ -11,7 +11,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { startDaemon } from './daemon.js';
 import { DEFAULT_MAP_SIZES } from './datapath/layout.js';
-import { cleanup, openPinnedMaps } from './datapath/loader.js';
+import { cleanup, withPinnedMaps } from './datapath/loader.js';
 import { parseAddress } from './http/server.js';
 import { formatNatRows, natRows } from './inspect/nat.js';
 import { ctRows, formatCtRows } from './inspect/ct.js';
@@ -28,10 +28,12 @@ function portRange(name: string, v: unknown): [number, number] {
   return [lo, hi];
 }
 
-function ipv4Cidr(name: string, v: string): void {
+/** Validates an IPv4 CIDR and returns it as "network/len" (host bits cleared). */
+function ipv4Cidr(name: string, v: string): string {
   try {
-    const [addr] = ipaddr.parseCIDR(v);
+    const [addr, len] = ipaddr.parseCIDR(v);
     if (addr.kind() !== 'ipv4') throw new Error('not IPv4');
+    return `${ipaddr.IPv4.networkAddressFromCIDR(`${addr.toString()}/${len}`).toString()}/${len}`;
   } catch {
     throw new Error(`--${name} must be an IPv4 CIDR like 10.244.0.0/16, got ${JSON.stringify(v)}`);
   }
@@ -205,15 +207,12 @@ export async function main(argv: string[]): Promise<void> {
           devices: a.devices,
           workloadIfaces: a['workload-ifaces'],
           nodeIPs: a['node-ip'],
-          clusterCidr: a['cluster-cidr'] ? ipaddr.IPv4.networkAddressFromCIDR(a['cluster-cidr']).toString() + '/' + a['cluster-cidr'].split('/')[1] : undefined,
+          clusterCidr: a['cluster-cidr'] ? ipv4Cidr('cluster-cidr', a['cluster-cidr']) : undefined,
           nodePortRange: portRange('nodeport-range', a['nodeport-range']),
           snatPortRange: portRange('snat-port-range', a['snat-port-range']),
           ctScanIntervalMs: a['ct-scan-interval'] * 1000,
           nodePortMode: a['nodeport-mode'] as 'snat' | 'dsr' | 'hybrid',
-          dsrOptoutCidrs: (a['dsr-optout-cidrs'] ?? []).map((c) => {
-            const [addr, len] = ipaddr.parseCIDR(c);
-            return `${ipaddr.IPv4.networkAddressFromCIDR(`${addr.toString()}/${len}`).toString()}/${len}`;
-          }),
+          dsrOptoutCidrs: (a['dsr-optout-cidrs'] ?? []).map((c) => ipv4Cidr('dsr-optout-cidrs', c)),
           healthCheckAddress: a['healthcheck-bind-address'],
           resyncIntervalMs: a['resync-interval'] * 1000,
           log,
@@ -236,8 +235,7 @@ export async function main(argv: string[]): Promise<void> {
           'frontends with their Service names and backends',
           (z) => z.options({ ...pinPathOption, json: { type: 'boolean', default: false, describe: 'print JSON' } }),
           (a) => {
-            const maps = openPinnedMaps(a['pin-path']);
-            const rows = natRows(maps);
+            const rows = withPinnedMaps(a['pin-path'], natRows);
             process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : formatNatRows(rows));
           },
         )
@@ -246,8 +244,7 @@ export async function main(argv: string[]): Promise<void> {
           'conntrack: NATed flows with their state',
           (z) => z.options({ ...pinPathOption, json: { type: 'boolean', default: false, describe: 'print JSON' } }),
           (a) => {
-            const maps = openPinnedMaps(a['pin-path']);
-            const rows = ctRows(maps.ct);
+            const rows = withPinnedMaps(a['pin-path'], (m) => ctRows(m.ct));
             process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : formatCtRows(rows));
           },
         )

@@ -17,7 +17,7 @@ import type { Source } from './sources/source.js';
 import { cgroup2Mount } from './util/cgroup.js';
 import { ConntrackScanner } from './controller/conntrack.js';
 import { TcAttacher } from './datapath/tc-attach.js';
-import { healthTargets, ServiceHealthServers } from './health/service-health.js';
+import { HealthTargets, ServiceHealthServers } from './health/service-health.js';
 import { deviceAddresses } from './util/netdev.js';
 
 export interface DaemonOptions {
@@ -182,6 +182,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     ctTimer.unref();
   }
   metrics.mapCapacity.set({ map: maps.ct.name }, maps.ct.maxEntries);
+  const healthTargets = new HealthTargets(store, opts.nodeName);
   const healthServers =
     opts.healthCheckAddress === '' ? undefined : new ServiceHealthServers({
       host: opts.healthCheckAddress ?? '0.0.0.0',
@@ -196,9 +197,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     metrics,
     translate: { nodeName: opts.nodeName, nodeIPs, nodePortRange: opts.nodePortRange },
     resyncIntervalMs: opts.resyncIntervalMs,
-    afterSync: () => {
+    afterSync: (keys) => {
       refreshGauges();
-      healthServers?.update(healthTargets(store, opts.nodeName));
+      if (healthServers) healthServers.update(healthTargets.refresh(keys));
     },
   });
   controller.start();

@@ -5,21 +5,18 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { join } from 'node:path';
 import { cleanup } from '../datapath/loader.js';
 import { nodeArgv, run } from '../lab/exec.js';
-import { repoRoot } from '../util/paths.js';
+import { ownScript } from '../util/paths.js';
 
-/** kpr's own CLI entry: dist/cli.js when we are compiled, src/cli.ts under tsx. */
+/** kpr's own CLI entry, compiled or not. */
 export function cliScript(): string {
-  const compiled = import.meta.url.endsWith('.js');
-  return compiled ? join(repoRoot(), 'dist', 'cli.js') : join(repoRoot(), 'src', 'cli.ts');
+  return ownScript('cli');
 }
 
-/** A sibling bench script, compiled or not (like labScript). */
+/** A sibling bench script, compiled or not. */
 export function benchScript(name: string): string {
-  const compiled = import.meta.url.endsWith('.js');
-  return compiled ? join(repoRoot(), 'dist', 'bench', `${name}.js`) : join(repoRoot(), 'src', 'bench', `${name}.ts`);
+  return ownScript(`bench/${name}`);
 }
 
 /** Which of these `kpr run` flags the CLI does not know (from its --help). */

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { cleanup } from '../datapath/loader.js';
 import { run } from '../lab/exec.js';
 import { NODE_IP, NodeTopology, type Pod } from '../lab/topology.js';
+import { Teardown } from '../lab/teardown.js';
 import { createChildCgroup, removeCgroup } from '../util/cgroup.js';
 import type { KprProcess } from './kpr.js';
 import { startNginx, type NginxHandle } from './nginx.js';
@@ -151,14 +152,8 @@ export class BenchLab {
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
-    const errors: unknown[] = [];
-    const step = async (fn: () => Promise<unknown>) => {
-      try {
-        await fn();
-      } catch (err) {
-        errors.push(err);
-      }
-    };
+    const t = new Teardown();
+    const step = (fn: () => Promise<unknown>) => t.step(fn);
     for (const k of this.kprs) await step(() => k.stop());
     for (const p of this.pinPaths) await step(() => cleanup(p));
     for (const n of this.nginx) await step(() => n.stop());
@@ -168,7 +163,7 @@ export class BenchLab {
     if (this.cgKpr) await step(() => removeCgroup(this.cgKpr));
     if (this.cgClient) await step(() => removeCgroup(this.cgClient));
     if (this.dir) await step(() => rm(this.dir, { recursive: true, force: true }));
-    if (errors.length) throw new AggregateError(errors, 'bench teardown failed');
+    t.finish('bench teardown');
   }
 }
 

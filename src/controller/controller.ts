@@ -26,8 +26,8 @@ export interface ControllerOptions {
   resyncIntervalMs?: number;
   retryMinMs?: number;
   retryMaxMs?: number;
-  /** Called after each sync, to refresh gauges (map entry counts). */
-  afterSync?: () => void;
+  /** Called after each sync with the Service keys it covered, to refresh gauges and health checks. */
+  afterSync?: (serviceKeys: Set<string>) => void;
 }
 
 export class Controller {
@@ -199,7 +199,7 @@ export class Controller {
       { full, services: keys.size, writes: result.writes, deletes: result.deletes, failed: result.failed.length, ms: +(seconds * 1000).toFixed(2) },
       'synced',
     );
-    this.opts.afterSync?.();
+    this.opts.afterSync?.(keys);
 
     if (result.failed.length > 0) {
       this.lastError = result.failed[0]?.message;

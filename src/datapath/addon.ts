@@ -8,10 +8,10 @@
  * The .node file is loaded lazily on first use so that modules importing this
  * file (e.g. for types) still load on machines where the addon is not built.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { repoRoot } from '../util/paths.js';
 
 /** Error thrown by every addon function. */
 export interface BpfError extends Error {
@@ -159,29 +159,11 @@ export interface KprBpfNative {
   errnoName(errno: number): string;
 }
 
-/** Walks up from this module (src/datapath or dist/datapath) to the kpr package root. */
-function findRepoRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'kpr') return dir;
-      } catch {
-        // unreadable package.json: keep walking
-      }
-    }
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error(`kpr addon: no package.json with name "kpr" above ${fileURLToPath(import.meta.url)}`);
-    dir = parent;
-  }
-}
-
 let cached: KprBpfNative | undefined;
 
 /** Path of the .node file; KPR_ADDON_PATH overrides (e.g. for packaged installs). */
 export function addonPath(): string {
-  return process.env.KPR_ADDON_PATH ?? join(findRepoRoot(), 'addon', 'build', 'Release', 'kpr_bpf.node');
+  return process.env.KPR_ADDON_PATH ?? join(repoRoot(), 'addon', 'build', 'Release', 'kpr_bpf.node');
 }
 
 /** Loads (once) and returns the native module. Throws a clear error if it is not built. */

@@ -5,6 +5,7 @@
  */
 import { endianness } from 'node:os';
 import ipaddr from 'ipaddr.js';
+import { ipv4ToNumber } from '../util/ipv4.js';
 
 if (endianness() !== 'LE') throw new Error('kpr map codecs assume a little-endian host');
 
@@ -246,8 +247,8 @@ export function decodeCtKey(b: Buffer): CtKey {
 
 /** The normalised key for a flow leg, as the data path builds it. */
 export function ctKeyFor(proto: number, a1: string, p1: number, a2: string, p2: number): CtKey {
-  const n1 = ipaddr.IPv4.parse(a1).toByteArray().reduce((n, o) => n * 256 + o, 0);
-  const n2 = ipaddr.IPv4.parse(a2).toByteArray().reduce((n, o) => n * 256 + o, 0);
+  const n1 = ipv4ToNumber(a1);
+  const n2 = ipv4ToNumber(a2);
   const firstIsA = n1 < n2 || (n1 === n2 && p1 <= p2);
   return firstIsA ? { proto, addrA: a1, portA: p1, addrB: a2, portB: p2 } : { proto, addrA: a2, portA: p2, addrB: a1, portB: p1 };
 }

@@ -83,6 +83,8 @@ export const STAT_NAMES = [
   'tc_dsr_fallback',
 ] as const;
 
+export type StatName = (typeof STAT_NAMES)[number];
+
 /** --nodeport-mode values, as kpr_config.flags bits 0-1 and the per-Service override. */
 export const NODEPORT_MODES = { snat: 0, dsr: 1, hybrid: 2 } as const;
 export type NodePortMode = keyof typeof NODEPORT_MODES;

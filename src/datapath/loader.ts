@@ -14,6 +14,7 @@ import { mkdir, readdir, rmdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import * as bpf from './addon.js';
 import { BpfMap } from './maps.js';
+import type { KVMap } from './kvmap.js';
 import { encodeIPv4, encodeKprConfig, encodeU32, type KprConfig } from './codec.js';
 import {
   ALL_MAPS,
@@ -38,6 +39,7 @@ import {
   TC_PROGRAMS,
   type MapSizes,
   type SockHook,
+  type StatName,
   type TcRole,
 } from './layout.js';
 import { bpfObjectPath } from '../util/paths.js';
@@ -137,26 +139,21 @@ export class Datapath {
 
   /** Make kpr_v4_node_ips hold exactly these addresses. */
   setNodeIPs(addrs: string[]): void {
-    const want = new Set(addrs);
-    for (const [k] of this.maps.nodeIPs.dump()) {
-      const a = `${k[0]}.${k[1]}.${k[2]}.${k[3]}`;
-      if (!want.has(a)) this.maps.nodeIPs.delete(k);
-    }
-    for (const a of want) this.maps.nodeIPs.update(encodeIPv4(a), encodeU32(1));
+    syncKeySet(this.maps.nodeIPs, addrs.map(encodeIPv4));
   }
 
   /** Make kpr_v4_dsr_optout hold exactly these CIDRs ("a.b.c.d/len", network address). */
   setDsrOptout(cidrs: string[]): void {
-    const want = new Map<string, Buffer>();
-    for (const c of cidrs) {
-      const [addr, len] = c.split('/');
-      const k = Buffer.alloc(8);
-      k.writeUInt32LE(Number(len ?? 32), 0);
-      encodeIPv4(addr ?? '0.0.0.0').copy(k, 4);
-      want.set(k.toString('hex'), k);
-    }
-    for (const [k] of this.maps.dsrOptout.dump()) if (!want.has(k.toString('hex'))) this.maps.dsrOptout.delete(k);
-    for (const k of want.values()) this.maps.dsrOptout.update(k, encodeU32(1));
+    syncKeySet(
+      this.maps.dsrOptout,
+      cidrs.map((c) => {
+        const [addr, len] = c.split('/');
+        const k = Buffer.alloc(8);
+        k.writeUInt32LE(Number(len ?? 32), 0);
+        encodeIPv4(addr ?? '0.0.0.0').copy(k, 4);
+        return k;
+      }),
+    );
   }
 
   /**
@@ -237,17 +234,8 @@ export class Datapath {
   }
 
   /** Data-path counters summed over CPUs. */
-  readStats(): Record<string, number> {
-    const out: Record<string, number> = {};
-    STAT_NAMES.forEach((name, i) => {
-      const key = Buffer.alloc(4);
-      key.writeUInt32LE(i);
-      const v = this.maps.stats.lookup(key);
-      let sum = 0n;
-      if (v) for (let off = 0; off + 8 <= v.length; off += 8) sum += v.readBigUInt64LE(off);
-      out[name] = Number(sum);
-    });
-    return out;
+  readStats(): Record<StatName, number> {
+    return readStats(this.maps.stats);
   }
 
   close(): void {
@@ -327,20 +315,57 @@ export async function cleanup(pinPath: string): Promise<CleanupReport> {
 
 /** Pinned NAT maps, opened without loading programs (inspect, tests). */
 export function openPinnedMaps(pinPath: string): DatapathMaps {
+  const opened: BpfMap[] = [];
   const open = (name: string) => {
     const pin = join(pinPath, name);
     if (!existsSync(pin)) throw new Error(`no pinned map ${name} under ${pinPath}: is kpr running with --pin-path ${pinPath}?`);
-    return BpfMap.openPinned(pin, name);
+    const m = BpfMap.openPinned(pin, name);
+    opened.push(m);
+    return m;
   };
-  return {
-    fe: open(MAP_NAT_FE),
-    be: open(MAP_NAT_BE),
-    meta: open(MAP_SVC_META),
-    skNat: open(MAP_SK_NAT),
-    stats: open(MAP_STATS),
-    ct: open(MAP_CT),
-    config: open(MAP_CONFIG),
-    nodeIPs: open(MAP_NODE_IPS),
-    dsrOptout: open(MAP_DSR_OPTOUT),
-  };
+  try {
+    return {
+      fe: open(MAP_NAT_FE),
+      be: open(MAP_NAT_BE),
+      meta: open(MAP_SVC_META),
+      skNat: open(MAP_SK_NAT),
+      stats: open(MAP_STATS),
+      ct: open(MAP_CT),
+      config: open(MAP_CONFIG),
+      nodeIPs: open(MAP_NODE_IPS),
+      dsrOptout: open(MAP_DSR_OPTOUT),
+    };
+  } catch (err) {
+    for (const m of opened) m.close();
+    throw err;
+  }
+}
+
+/** Run fn on the pinned maps and close them afterwards. */
+export function withPinnedMaps<T>(pinPath: string, fn: (maps: DatapathMaps) => T): T {
+  const maps = openPinnedMaps(pinPath);
+  try {
+    return fn(maps);
+  } finally {
+    for (const m of Object.values(maps)) m.close();
+  }
+}
+
+/** The kpr_stats counters by name, summed over CPUs. */
+export function readStats(stats: KVMap): Record<StatName, number> {
+  const out = {} as Record<StatName, number>;
+  STAT_NAMES.forEach((name, i) => {
+    const v = stats.lookup(encodeU32(i));
+    let sum = 0n;
+    if (v) for (let off = 0; off + 8 <= v.length; off += 8) sum += v.readBigUInt64LE(off);
+    out[name] = Number(sum);
+  });
+  return out;
+}
+
+/** Make a set-like map (any value) hold exactly these keys. */
+function syncKeySet(map: KVMap, keys: Buffer[]): void {
+  const want = new Set(keys.map((k) => k.toString('hex')));
+  for (const [k] of map.dump()) if (!want.has(k.toString('hex'))) map.delete(k);
+  for (const k of keys) map.update(k, encodeU32(1));
 }

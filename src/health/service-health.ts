@@ -15,23 +15,41 @@ export interface HealthTarget {
   localEndpoints: number;
 }
 
-/** Pure: which ports to serve and what each reports. */
-export function healthTargets(store: ObjectStore, nodeName: string | undefined): Map<number, HealthTarget> {
-  const out = new Map<number, HealthTarget>();
-  for (const key of store.serviceKeys()) {
-    const svc = store.service(key);
-    if (!svc || svc.externalTrafficPolicy !== 'Local' || svc.healthCheckNodePort === undefined) continue;
-    const local = new Set<string>();
-    for (const slice of store.slicesFor(key)) {
-      if (slice.addressType !== 'IPv4') continue;
-      for (const ep of slice.endpoints) {
-        if (nodeName === undefined || ep.nodeName !== nodeName || !ep.conditions.ready) continue;
-        for (const a of ep.addresses) local.add(a);
-      }
+/** Pure: the health-check port a Service needs and what it reports, if any. */
+export function healthTarget(store: ObjectStore, key: string, nodeName: string | undefined): [number, HealthTarget] | undefined {
+  const svc = store.service(key);
+  if (!svc || svc.externalTrafficPolicy !== 'Local' || svc.healthCheckNodePort === undefined) return undefined;
+  const local = new Set<string>();
+  for (const slice of store.slicesFor(key)) {
+    if (slice.addressType !== 'IPv4') continue;
+    for (const ep of slice.endpoints) {
+      if (nodeName === undefined || ep.nodeName !== nodeName || !ep.conditions.ready) continue;
+      for (const a of ep.addresses) local.add(a);
     }
-    out.set(svc.healthCheckNodePort, { namespace: svc.namespace, name: svc.name, localEndpoints: local.size });
   }
-  return out;
+  return [svc.healthCheckNodePort, { namespace: svc.namespace, name: svc.name, localEndpoints: local.size }];
+}
+
+/**
+ * Health-check targets kept up to date by Service key, so a sync that
+ * touched one Service recomputes one entry rather than scanning them all.
+ */
+export class HealthTargets {
+  private readonly byKey = new Map<string, [number, HealthTarget]>();
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly nodeName: string | undefined,
+  ) {}
+
+  refresh(keys: Iterable<string>): Map<number, HealthTarget> {
+    for (const key of keys) {
+      const t = healthTarget(this.store, key, this.nodeName);
+      if (t) this.byKey.set(key, t);
+      else this.byKey.delete(key);
+    }
+    return new Map(this.byKey.values());
+  }
 }
 
 export function healthBody(t: HealthTarget, proxyHealthy: boolean): { status: number; body: string } {

@@ -11,6 +11,7 @@ import {
   decodeSvcMeta,
 } from '../datapath/codec.js';
 import type { KVMap } from '../datapath/kvmap.js';
+import { ipv4ToNumber } from '../util/ipv4.js';
 import { NAT_FE_BLACKHOLE, NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_INTERNAL_LOCAL } from '../model/types.js';
 
 export interface NatRow {
@@ -28,10 +29,6 @@ export interface NatRow {
 }
 
 const PROTO_NAMES: Record<number, string> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
-
-function ipToNum(a: string): number {
-  return a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
-}
 
 export function natRows(maps: { fe: KVMap; be: KVMap; meta: KVMap }): NatRow[] {
   const names = new Map<number, string>();
@@ -75,7 +72,7 @@ export function natRows(maps: { fe: KVMap; be: KVMap; meta: KVMap }): NatRow[] {
   }
   rows.sort(
     (a, b) =>
-      ipToNum(a.frontend.addr) - ipToNum(b.frontend.addr) ||
+      ipv4ToNumber(a.frontend.addr) - ipv4ToNumber(b.frontend.addr) ||
       a.frontend.port - b.frontend.port ||
       a.frontend.proto.localeCompare(b.frontend.proto) ||
       a.frontend.source.localeCompare(b.frontend.source),

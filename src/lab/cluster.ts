@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { ip, nodeArgv, run, runIn, wrapArgv } from './exec.js';
 import { labScript } from './topology.js';
+import { ownScript } from '../util/paths.js';
 import type { ProbeResult } from './probe-result.js';
 import { Teardown } from './teardown.js';
 import { cgroup2Mount, removeCgroup } from '../util/cgroup.js';
@@ -203,7 +204,7 @@ export class Lab {
 
   /** Start kpr on every node (inside the node's netns, not its mount ns). */
   async startKpr(node: LabNode, extra: string[] = []): Promise<number> {
-    const cli = labScript('../cli');
+    const cli = ownScript('cli');
     const args = [
       '--net=' + `/run/netns/${node.netns}`,
       process.execPath,
@@ -268,7 +269,7 @@ export class Lab {
 
   /** kpr itself, run inside a node's netns (inspect, cleanup). */
   async kprCli(node: LabNode, args: string[]): Promise<string> {
-    return run('nsenter', ['--net=' + `/run/netns/${node.netns}`, process.execPath, ...nodeArgv(labScript('../cli')), ...args], {
+    return run('nsenter', ['--net=' + `/run/netns/${node.netns}`, process.execPath, ...nodeArgv(ownScript('cli')), ...args], {
       timeoutMs: 60_000,
     });
   }

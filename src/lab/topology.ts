@@ -6,9 +6,8 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { join } from 'node:path';
 import { ip, nodeArgv, spawnIn } from './exec.js';
-import { repoRoot } from '../util/paths.js';
+import { ownScript } from '../util/paths.js';
 
 export interface Pod {
   name: string;
@@ -19,10 +18,9 @@ export interface Pod {
 
 export const NODE_IP = '192.0.2.1';
 
-/** The lab's own scripts, compiled or not: follow what this module is running as. */
+/** The lab's own scripts (podserver, probe), compiled or not. */
 export function labScript(name: string): string {
-  const compiled = import.meta.url.endsWith('.js');
-  return compiled ? join(repoRoot(), 'dist', 'lab', `${name}.js`) : join(repoRoot(), 'src', 'lab', `${name}.ts`);
+  return ownScript(`lab/${name}`);
 }
 
 export class NodeTopology {

@@ -4,6 +4,7 @@
  * shared by every source.
  */
 import ipaddr from 'ipaddr.js';
+import { ipv4ToNumber } from '../util/ipv4.js';
 import {
   IPPROTO,
   NAT_FLG_EXTERNAL,
@@ -56,15 +57,8 @@ export function serviceSkipReason(svc: Service): Skip | undefined {
   return undefined;
 }
 
-/** IPv4 as a number, for sorting without parsing inside the comparator. */
-function ipv4Number(addr: string): number {
-  let n = 0;
-  for (const part of addr.split('.')) n = n * 256 + Number(part);
-  return n;
-}
-
 function sortBackends(list: Backend[]): Backend[] {
-  const keyed = list.map((b) => ({ b, n: ipv4Number(b.addr) }));
+  const keyed = list.map((b) => ({ b, n: ipv4ToNumber(b.addr) }));
   keyed.sort((x, y) => (x.b.local !== y.b.local ? (x.b.local ? -1 : 1) : x.n - y.n || x.b.port - y.b.port));
   return keyed.map((k) => k.b);
 }

@@ -26,6 +26,16 @@ export function repoRoot(): string {
   }
 }
 
+/**
+ * One of kpr's own entry points, by its path under src/ without extension
+ * ("cli", "lab/probe"): dist/<path>.js when kpr runs compiled, src/<path>.ts
+ * under tsx, so child processes run the same code as their parent.
+ */
+export function ownScript(path: string): string {
+  const compiled = import.meta.url.endsWith('.js');
+  return compiled ? join(repoRoot(), 'dist', `${path}.js`) : join(repoRoot(), 'src', `${path}.ts`);
+}
+
 /** A compiled BPF object shipped in bpf/. */
 export function bpfObjectPath(name: string): string {
   return join(repoRoot(), 'bpf', name);

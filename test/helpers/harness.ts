@@ -10,7 +10,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { cleanup, openPinnedMaps } from '../../src/datapath/loader.js';
+import { cleanup, withPinnedMaps } from '../../src/datapath/loader.js';
 import { natRows, type NatRow } from '../../src/inspect/nat.js';
 import { nodeArgv, runIn, spawnIn } from '../../src/lab/exec.js';
 import { labScript, NodeTopology } from '../../src/lab/topology.js';
@@ -74,12 +74,7 @@ export class Harness {
   }
 
   nat(): NatRow[] {
-    const maps = openPinnedMaps(this.pinPath);
-    try {
-      return natRows(maps);
-    } finally {
-      for (const m of Object.values(maps)) m.close();
-    }
+    return withPinnedMaps(this.pinPath, natRows);
   }
 
   /** Poll the pinned maps until cond holds (bounded). */

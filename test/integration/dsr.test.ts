@@ -6,31 +6,17 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { openPinnedMaps } from '../../src/datapath/loader.js';
-import { STAT_NAMES } from '../../src/datapath/layout.js';
+import { readStats, withPinnedMaps } from '../../src/datapath/loader.js';
+import { STAT_NAMES, type StatName } from '../../src/datapath/layout.js';
 import type { CtRow } from '../../src/inspect/ct.js';
 import { Lab, LAB_EXT_IP, LAB_EXT_IP2, POD_HTTP_PORT, POD_PORT, type LabNode } from '../../src/lab/cluster.js';
 import { run } from '../../src/lab/exec.js';
 import { requireRoot } from '../helpers/privileged.js';
 
-type Stats = Record<(typeof STAT_NAMES)[number], number>;
+type Stats = Record<StatName, number>;
 
 function stats(node: LabNode): Stats {
-  const maps = openPinnedMaps(node.pinPath);
-  try {
-    const out = {} as Stats;
-    STAT_NAMES.forEach((name, i) => {
-      const key = Buffer.alloc(4);
-      key.writeUInt32LE(i);
-      const v = maps.stats.lookup(key);
-      let sum = 0n;
-      if (v) for (let off = 0; off + 8 <= v.length; off += 8) sum += v.readBigUInt64LE(off);
-      out[name] = Number(sum);
-    });
-    return out;
-  } finally {
-    for (const m of Object.values(maps)) m.close();
-  }
+  return withPinnedMaps(node.pinPath, (m) => readStats(m.stats));
 }
 
 function delta(after: Stats, before: Stats): Partial<Stats> {

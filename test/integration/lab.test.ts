@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { defaultLabManifest, Lab, LAB_EXT_IP, LAB_EXT_IP2, type LabNode } from '../../src/lab/cluster.js';
-import { openPinnedMaps } from '../../src/datapath/loader.js';
+import { withPinnedMaps } from '../../src/datapath/loader.js';
 import { natRows, type NatRow } from '../../src/inspect/nat.js';
 import { ctRows, type CtRow } from '../../src/inspect/ct.js';
 import { requireRoot } from '../helpers/privileged.js';
@@ -24,16 +24,8 @@ test('multi-node lab: per-packet NAT, NodePort, external IPs and traffic policie
   });
   const allPods = lab.allPods().map((p) => p.name).sort();
   // Read the pinned maps in-process: spawning the CLI takes seconds on a busy machine.
-  const withMaps = <T>(node: LabNode, fn: (m: ReturnType<typeof openPinnedMaps>) => T): T => {
-    const maps = openPinnedMaps(node.pinPath);
-    try {
-      return fn(maps);
-    } finally {
-      for (const m of Object.values(maps)) m.close();
-    }
-  };
-  const nat = async (node: LabNode): Promise<NatRow[]> => withMaps(node, (m) => natRows(m));
-  const ct = (node: LabNode): CtRow[] => withMaps(node, (m) => ctRows(m.ct));
+  const nat = async (node: LabNode): Promise<NatRow[]> => withPinnedMaps(node.pinPath, natRows);
+  const ct = (node: LabNode): CtRow[] => withPinnedMaps(node.pinPath, (m) => ctRows(m.ct));
   try {
     await lab.up();
     for (const node of lab.nodes) {
