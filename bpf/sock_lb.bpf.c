@@ -5,8 +5,8 @@
  * A socket that connects or sends to a Service address is pointed straight at
  * a backend, so its packets never need per-packet NAT. The socket's view is
  * kept intact: recvmsg4 and getpeername4 translate the backend back to the
- * Service address, using the (socket cookie, backend) -> VIP record written
- * here.
+ * Service address, using the backend -> VIP record kept in the socket's own
+ * storage (sk_lb.h).
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -15,6 +15,7 @@
 
 #include "maps.h"
 #include "nat_lookup.h"
+#include "sk_lb.h"
 
 #define SYS_REJECT	0
 #define SYS_PROCEED	1
@@ -28,27 +29,13 @@ static __always_inline bool sock_proto_supported(__u32 proto)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
 
-static __always_inline void sk_nat_remember(struct bpf_sock_addr *ctx,
-					    const struct nat_be_val *be,
-					    __be32 vip, __u16 vport)
-{
-	struct sk_nat_key key = {
-		.cookie = bpf_get_socket_cookie(ctx),
-		.addr = be->addr,
-		.port = be->port,
-	};
-	struct sk_nat_val val = { .addr = vip, .port = vport };
-
-	bpf_map_update_elem(&kpr_v4_sk_nat, &key, &val, BPF_ANY);
-}
-
 /*
  * Forward translation for connect4 and sendmsg4. `saddr` is the source the
  * kernel already knows (0 for connect before bind), used only for the
  * source-range part of the frontend key.
  */
 static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx,
-					   __be32 saddr)
+					   __be32 saddr, bool sticky)
 {
 	__u32 proto = ctx->protocol;
 	__be32 vip = ctx->user_ip4;
@@ -64,6 +51,11 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx,
 	fe = nat_fe_lookup(vip, vport, proto, saddr);
 	if (!fe)
 		return SYS_PROCEED;
+
+	if (sticky && sk_lb_udp_sticky(ctx, fe, vip, vport, &be)) {
+		stat_inc(STAT_SOCK_UDP_STICKY);
+		goto xlate;
+	}
 
 	ak.svc_id = fe->id;
 	ak.client = bpf_get_netns_cookie(ctx);
@@ -86,7 +78,8 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx,
 		return SYS_PROCEED;
 	}
 
-	sk_nat_remember(ctx, &be, vip, vport);
+	sk_lb_remember(ctx, fe->id, &be, ordinal, vip, vport);
+xlate:
 	ctx->user_ip4 = be.addr;
 	ctx->user_port = bpf_htons(be.port);
 	stat_inc(STAT_SOCK_XLATE);
@@ -94,21 +87,16 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx,
 }
 
 /* Backend -> Service address, for anything that reports the peer. */
-static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
+static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx, bool received)
 {
-	struct sk_nat_key key = {
-		.cookie = bpf_get_socket_cookie(ctx),
-		.addr = ctx->user_ip4,
-		.port = bpf_ntohs((__u16)ctx->user_port),
-	};
-	struct sk_nat_val *orig;
+	__be32 vip;
+	__u16 vport;
 
-	orig = bpf_map_lookup_elem(&kpr_v4_sk_nat, &key);
-	if (!orig)
+	if (!sk_lb_reverse(ctx, ctx->user_ip4, bpf_ntohs((__u16)ctx->user_port), received, &vip, &vport))
 		return SYS_PROCEED;
 
-	ctx->user_ip4 = orig->addr;
-	ctx->user_port = bpf_htons(orig->port);
+	ctx->user_ip4 = vip;
+	ctx->user_port = bpf_htons(vport);
 	stat_inc(STAT_SOCK_REVNAT);
 	return SYS_PROCEED;
 }
@@ -116,27 +104,28 @@ static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int kpr_connect4(struct bpf_sock_addr *ctx)
 {
-	return sock4_xlate_fwd(ctx, 0);
+	return sock4_xlate_fwd(ctx, 0, false);
 }
 
-/* Unconnected UDP: each datagram is balanced on its own, which keeps
- * request/response protocols spread and moves off a dead backend at once. */
+/* Unconnected UDP: a socket's datagrams to one Service port stay on one
+ * backend while it serves and the conversation is active, as kube-proxy's
+ * conntrack keeps them; a new conversation is balanced afresh. */
 SEC("cgroup/sendmsg4")
 int kpr_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return sock4_xlate_fwd(ctx, ctx->msg_src_ip4);
+	return sock4_xlate_fwd(ctx, ctx->msg_src_ip4, true);
 }
 
 SEC("cgroup/recvmsg4")
 int kpr_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	return sock4_xlate_rev(ctx);
+	return sock4_xlate_rev(ctx, true);
 }
 
 SEC("cgroup/getpeername4")
 int kpr_getpeername4(struct bpf_sock_addr *ctx)
 {
-	return sock4_xlate_rev(ctx);
+	return sock4_xlate_rev(ctx, false);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

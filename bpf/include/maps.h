@@ -107,10 +107,53 @@ struct {
 } kpr_v4_nat_be SEC(".maps");
 
 /*
- * Socket-level reverse NAT for connect-time load balancing: which Service
- * address a socket originally asked for, keyed by the socket and the backend
- * it was sent to. recvmsg4 and getpeername4 use it so the application only
- * ever sees the VIP. LRU, because sockets close without telling us.
+ * Per-socket load-balancing state, kept with the socket itself (socket-local
+ * storage): it is created on the socket's first translation and freed with
+ * the socket, so no load can evict the state of a live socket.
+ *
+ * Each slot is one conversation: Service address -> backend. recvmsg4 and
+ * getpeername4 map the backend back to the VIP; sendmsg4 keeps an unconnected
+ * UDP socket on its backend while the conversation is active; the socket
+ * iterator (sock_destroy.bpf.c) reads it to find kpr-balanced sockets.
+ *
+ * SK_LB_SLOTS bounds how many Service ports one socket talks to at once.
+ * A connected socket needs one. When an unconnected UDP socket talks to more,
+ * the least recently used slot moves to kpr_v4_sk_nat (below): its replies
+ * still show the VIP, but its next datagram may pick another backend.
+ */
+#define SK_LB_SLOTS		4
+#define SK_LB_F_REPLIED		0x1	/* the backend answered: UDP "stream" timeout */
+
+struct sk_lb_slot {
+	__be32 vip;		/* 0 = free slot */
+	__u16 vport;
+	__u8 flags;		/* SK_LB_F_* */
+	__u8 pad;
+	__be32 be_addr;
+	__u16 be_port;
+	__u16 pad2;
+	__u32 svc_id;
+	__u32 ordinal;		/* where be was last seen in kpr_v4_nat_be */
+	__u64 last_used;	/* bpf_ktime_get_ns() of the last datagram either way */
+};
+
+struct sk_lb_state {
+	struct sk_lb_slot slot[SK_LB_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__type(key, int);
+	__type(value, struct sk_lb_state);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpr_v4_sk_lb SEC(".maps");
+
+/*
+ * Overflow of the socket-local slots only: (socket cookie, backend) -> VIP
+ * for a conversation pushed out of a full sk_lb_state, or for a socket whose
+ * storage could not be allocated. LRU, because sockets close without telling
+ * us; only these rare entries can be evicted.
  */
 struct sk_nat_key {
 	__u64 cookie;	/* bpf_get_socket_cookie() */
@@ -344,6 +387,8 @@ enum kpr_stat {
 	STAT_TC_DSR_REPLY,	/* DSR, backend node: reply sent straight to the client */
 	STAT_TC_FRAG_NEEDED,	/* ICMP frag-needed sent: no room for the DSR option */
 	STAT_TC_DSR_FALLBACK,	/* DSR flow sent via SNAT (fragment, options, too big) */
+	STAT_SOCK_UDP_STICKY,	/* unconnected UDP datagram kept on its conversation's backend */
+	STAT_SOCK_SLOT_OVERFLOW,	/* socket slots full: a conversation moved to kpr_v4_sk_nat */
 	STAT_MAX = 32,
 };
 
