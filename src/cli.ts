@@ -59,10 +59,19 @@ const RUN_OPTIONS = {
   },
   cgroup: { type: 'string', describe: 'cgroup v2 directory for connect-time hooks (default: the cgroup2 root)' },
   'connect-time-lb': { type: 'boolean', default: true, describe: 'attach the connect-time (socket) load balancer' },
+  'destroy-tcp-to-removed-backends': {
+    type: 'boolean',
+    default: false,
+    describe: 'abort (RST) connect-time-balanced TCP connections to a backend that leaves its Service, instead of letting them drain',
+  },
   'node-name': { type: 'string', describe: 'this node; endpoints on it are local (required with the Kubernetes API)' },
   'map-size-nat-fe': { type: 'number', default: DEFAULT_MAP_SIZES.natFe, describe: 'max frontends (kpr_v4_nat_fe)' },
   'map-size-nat-be': { type: 'number', default: DEFAULT_MAP_SIZES.natBe, describe: 'max backends (kpr_v4_nat_be)' },
-  'map-size-sk-nat': { type: 'number', default: DEFAULT_MAP_SIZES.skNat, describe: 'max socket revNAT entries (kpr_v4_sk_nat)' },
+  'map-size-sk-nat': {
+    type: 'number',
+    default: DEFAULT_MAP_SIZES.skNat,
+    describe: 'max overflow socket revNAT entries (kpr_v4_sk_nat, LRU; only for sockets talking to more than 4 Service ports)',
+  },
   'map-size-svc-meta': { type: 'number', default: DEFAULT_MAP_SIZES.svcMeta, describe: 'max Service ports (kpr_svc_meta)' },
   'map-size-ct': { type: 'number', default: DEFAULT_MAP_SIZES.ct, describe: 'max conntrack entries (kpr_v4_ct, LRU; two per NATed flow)' },
   devices: { type: 'string', array: true, describe: 'host-facing devices for per-packet NAT (NodePort, externalIPs, LB IPs)' },
@@ -196,6 +205,7 @@ export async function main(argv: string[]): Promise<void> {
           pinPath: a['pin-path'],
           cgroup: a.cgroup,
           connectTimeLb: a['connect-time-lb'],
+          destroyTcpToRemovedBackends: a['destroy-tcp-to-removed-backends'],
           nodeName: a['node-name'],
           sizes: {
             natFe: a['map-size-nat-fe'],

@@ -19,12 +19,15 @@ import { ConntrackScanner } from './controller/conntrack.js';
 import { TcAttacher } from './datapath/tc-attach.js';
 import { HealthTargets, ServiceHealthServers } from './health/service-health.js';
 import { deviceAddresses } from './util/netdev.js';
+import { SockDestroyer } from './datapath/sock-destroy.js';
 
 export interface DaemonOptions {
   manifests?: string | undefined;
   pinPath: string;
   cgroup?: string | undefined;
   connectTimeLb: boolean;
+  /** Abort connect-time-balanced TCP connections to removed backends too (UDP always). */
+  destroyTcpToRemovedBackends?: boolean | undefined;
   sizes: MapSizes;
   nodeName?: string | undefined;
   resyncIntervalMs: number;
@@ -136,10 +139,19 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     for (const [event, v] of Object.entries(datapath.readStats())) metrics.datapathStats.set({ event }, v);
   };
 
+  let sockDestroyer: SockDestroyer | undefined;
   if (opts.connectTimeLb) {
     const cgroup = opts.cgroup ?? cgroup2Mount();
     const report = await datapath.attachSockHooks(cgroup);
     log.info({ cgroup, hooks: report }, 'connect-time hooks attached');
+    sockDestroyer = SockDestroyer.open({
+      pinPath: opts.pinPath,
+      sizes: opts.sizes,
+      cgroup,
+      tcp: opts.destroyTcpToRemovedBackends ?? false,
+      log,
+      metrics,
+    });
   }
 
   // Per-packet NAT: settings first, then programs on the devices.
@@ -197,6 +209,19 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     metrics,
     translate: { nodeName: opts.nodeName, nodeIPs, nodePortRange: opts.nodePortRange },
     resyncIntervalMs: opts.resyncIntervalMs,
+    onBackendsRemoved: (removed) => {
+      if (!sockDestroyer?.available) return;
+      const started = process.hrtime.bigint();
+      const r = sockDestroyer.reap(removed);
+      const ms = +(Number(process.hrtime.bigint() - started) / 1e6).toFixed(2);
+      for (const e of r.errors) log.warn({ netns: e.netns }, `socket iterator failed: ${e.message}`);
+      if (r.destroyed.length > 0 || r.errors.length > 0) {
+        log.info(
+          { destroyed: r.destroyed.map((d) => `${d.proto === 6 ? 'TCP' : 'UDP'} ${d.addr}:${d.port}${d.err ? ` err ${d.err}` : ''}`), namespaces: r.namespaces, ms },
+          'aborted connected sockets on removed backends',
+        );
+      }
+    },
     afterSync: (keys) => {
       refreshGauges();
       if (healthServers) healthServers.update(healthTargets.refresh(keys));
@@ -221,6 +246,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       if (ctTimer) clearInterval(ctTimer);
       healthServers?.close();
       await http.stop();
+      sockDestroyer?.close();
       datapath.close();
     },
   };

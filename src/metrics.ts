@@ -115,6 +115,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly socketsDestroyed = new Counter({
+    name: 'kpr_sockets_destroyed_total',
+    help: 'Connected sockets aborted because kpr had sent them to a backend that left its Service',
+    labelNames: ['proto'] as const,
+    registers: [this.registry],
+  });
+
+  readonly socketDestroyErrors = new Counter({
+    name: 'kpr_socket_destroy_errors_total',
+    help: 'Failures of the socket-destroy step (reason=unsupported: the kernel cannot load the socket iterators)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly conntrackExpired = new Counter({
     name: 'kpr_conntrack_expired_total',
     help: 'Conntrack entries removed by the expiry scan',

@@ -1,7 +1,8 @@
 // kpr_bpf.cc — thin N-API binding over libbpf (Debian libbpf 1.1) for kpr.
 //
 // Scope: object open/load/pin, raw map ops (single + batch), links for cgroup
-// sock_addr hooks, tc (clsact via bpf_tc_*) and tcx attach, prog test runs.
+// sock_addr hooks, tc (clsact via bpf_tc_*) and tcx attach, prog test runs,
+// BPF iterator reads (optionally from inside another network namespace).
 // There is deliberately no service logic here: Buffers go in and out, and
 // every failure becomes a JS Error carrying { errno, code, op } so the
 // TypeScript side can branch on `code` instead of parsing messages.
@@ -15,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -24,6 +26,7 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_set>
 #include <vector>
 
@@ -1035,6 +1038,79 @@ Napi::Value ProgTestRun(const Napi::CallbackInfo& info) {
 // ---------------------------------------------------------------------------
 // Misc
 
+// ---------------------------------------------------------------------------
+// BPF iterators
+
+struct IterRun {
+  int err = 0;
+  std::string op;
+  std::string out;
+};
+
+// Runs on its own thread: setns() changes only the calling thread's network
+// namespace, and the thread (with that namespace) ends when the read is done,
+// so Node's threads never leave the namespace they started in.
+void IterReadIn(int linkFd, const std::string& netns, IterRun* r) {
+  if (!netns.empty()) {
+    int nsFd = open(netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (nsFd < 0) {
+      r->err = errno;
+      r->op = "open";
+      return;
+    }
+    int rc = setns(nsFd, CLONE_NEWNET);
+    int e = errno;
+    close(nsFd);
+    if (rc != 0) {
+      r->err = e;
+      r->op = "setns";
+      return;
+    }
+  }
+  // The socket iterators walk the namespace of the thread that opens them.
+  int it = bpf_iter_create(linkFd);
+  if (it < 0) {
+    r->err = ErrOf(it);
+    r->op = "bpf_iter_create";
+    return;
+  }
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(it, buf, sizeof(buf));
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      r->err = errno;
+      r->op = "read";
+      break;
+    }
+    r->out.append(buf, static_cast<size_t>(n));
+  }
+  close(it);
+}
+
+// iterRead(progFd, netnsPath?): attach an iterator program, read it to the
+// end (in the given network namespace) and return what it wrote.
+Napi::Value IterRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int progFd = ArgFd(info, 0, "bpf_link_create", "progFd");
+  std::string netns;
+  if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull())
+    netns = ArgStr(info, 1, "setns", "netnsPath");
+  KPR_OPTS(bpf_link_create_opts, lo);
+  int link = bpf_link_create(progFd, 0, BPF_TRACE_ITER, &lo);
+  if (link < 0)
+    throw MakeError(env, "bpf_link_create", ErrOf(link), "iterator prog fd " + std::to_string(progFd));
+  IterRun r;
+  std::thread t(IterReadIn, link, netns, &r);
+  t.join();
+  close(link);
+  if (r.err)
+    throw MakeError(env, r.op, r.err,
+                    "iterator prog fd " + std::to_string(progFd) + (netns.empty() ? "" : " in netns '" + netns + "'"));
+  return CopyBuf(env, reinterpret_cast<const uint8_t*>(r.out.data()), r.out.size());
+}
+
 Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
   std::string name = ArgStr(info, 0, "if_nametoindex", "name");
   unsigned idx = if_nametoindex(name.c_str());
@@ -1073,7 +1149,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"tcAttach", TcAttach},             {"tcDetach", TcDetach},
       {"tcQuery", TcQuery},               {"tcxAttach", TcxAttach},
       {"progTestRun", ProgTestRun},       {"ifNameToIndex", IfNameToIndex},
-      {"errnoName", ErrnoNameJs},
+      {"errnoName", ErrnoNameJs},         {"iterRead", IterRead},
   };
   for (const Fn& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
   return exports;

@@ -13,7 +13,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { translateService, type TranslateOptions } from '../model/translate.js';
 import { serviceKey, type DesiredServicePort } from '../model/types.js';
-import type { ApplyResult, Reconciler } from './reconciler.js';
+import type { ApplyResult, Reconciler, RemovedBackend } from './reconciler.js';
 import type { InvalidObject, ObjectStore } from './store.js';
 
 export interface ControllerOptions {
@@ -26,6 +26,8 @@ export interface ControllerOptions {
   resyncIntervalMs?: number;
   retryMinMs?: number;
   retryMaxMs?: number;
+  /** Called after a sync whose writes took backends out of Service ports (they are gone from the maps). */
+  onBackendsRemoved?: (removed: RemovedBackend[]) => void;
   /** Called after each sync with the Service keys it covered, to refresh gauges and health checks. */
   afterSync?: (serviceKeys: Set<string>) => void;
 }
@@ -189,6 +191,13 @@ export class Controller {
       else log.error({ map: f.map, servicePort: f.name, code: f.code }, `write for ${f.name} failed: ${f.message}`);
     }
     for (const k of failedSvcs) this.dirty.add(k);
+    if (result.removedBackends.length > 0 && this.opts.onBackendsRemoved) {
+      try {
+        this.opts.onBackendsRemoved(result.removedBackends);
+      } catch (err) {
+        log.error({ err }, 'handling removed backends failed');
+      }
+    }
 
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     metrics?.syncDuration.observe(seconds);

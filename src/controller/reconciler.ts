@@ -70,7 +70,20 @@ export interface ApplyError {
   full: boolean;
 }
 
+/** A backend that no longer serves a Service port, once the maps say so. */
+export interface RemovedBackend {
+  /** Service port id (nat_be_key.id). */
+  svcId: number;
+  /** "namespace/name:port/PROTO" */
+  name: string;
+  proto: string;
+  addr: string;
+  port: number;
+}
+
 export interface ApplyResult {
+  /** Backends that left a Service port in this apply (written; none of a failed port). */
+  removedBackends: RemovedBackend[];
   /** Service ports whose writes failed; retry them. */
   failed: ApplyError[];
   /** Frontends another Service port already owns, skipped. */
@@ -212,7 +225,8 @@ export class Reconciler {
 
   /** Apply desired state (null = remove) for the named Service ports. */
   apply(changes: Map<string, DesiredServicePort | null>): ApplyResult {
-    const result: ApplyResult = { failed: [], conflicts: [], writes: 0, deletes: 0 };
+    const result: ApplyResult = { removedBackends: [], failed: [], conflicts: [], writes: 0, deletes: 0 };
+    const before = new Map<PortState, Array<NatBeVal | undefined>>();
     const metaWrites: Op[] = [];
     const feDeletes: Op[] = [];
     const beWrites: Op[] = [];
@@ -233,6 +247,7 @@ export class Reconciler {
 
     for (const [name, want] of changes) {
       let st = this.byName.get(name);
+      if (st) before.set(st, [...st.backends]);
       if (want === null) {
         if (!st) continue;
         removed.push(st);
@@ -340,6 +355,16 @@ export class Reconciler {
     run(beDeletes, this.maps.be, true);
     run(metaDeletes, this.maps.meta, true);
 
+    for (const [st, prev] of before) {
+      if (failed.has(st)) continue;
+      const now = new Set(st.backends.filter((b): b is NatBeVal => b !== undefined).map(backendKey));
+      const proto = st.name.slice(st.name.lastIndexOf('/') + 1);
+      for (const b of prev) {
+        if (b && !now.has(backendKey(b))) {
+          result.removedBackends.push({ svcId: st.id, name: st.name, proto, addr: b.addr, port: b.port });
+        }
+      }
+    }
     for (const st of removed) {
       if (failed.has(st) || st.frontends.size > 0 || st.backends.some(Boolean)) continue;
       this.byName.delete(st.name);

@@ -157,6 +157,10 @@ export interface KprBpfNative {
   progTestRun(progFd: number, data: Buffer, opts?: ProgTestRunOptions): ProgTestRunResult;
   ifNameToIndex(name: string): number;
   errnoName(errno: number): string;
+  /** Attach an iterator program, read it to the end and return its output. With netnsPath,
+   * the iterator is opened from a thread inside that network namespace (socket iterators
+   * walk the namespace of their opener). */
+  iterRead(progFd: number, netnsPath?: string): Buffer;
 }
 
 let cached: KprBpfNative | undefined;
@@ -208,6 +212,7 @@ export const tcxAttach: KprBpfNative['tcxAttach'] = (ifindex, direction, progFd)
 export const progTestRun: KprBpfNative['progTestRun'] = (progFd, data, opts) => loadAddon().progTestRun(progFd, data, opts);
 export const ifNameToIndex: KprBpfNative['ifNameToIndex'] = (name) => loadAddon().ifNameToIndex(name);
 export const errnoName: KprBpfNative['errnoName'] = (errno) => loadAddon().errnoName(errno);
+export const iterRead: KprBpfNative['iterRead'] = (progFd, netnsPath) => loadAddon().iterRead(progFd, netnsPath);
 
 /** All functions as one object, handy for dependency injection / fakes in unit tests. */
 export const addon: KprBpfNative = {
@@ -236,4 +241,5 @@ export const addon: KprBpfNative = {
   progTestRun,
   ifNameToIndex,
   errnoName,
+  iterRead,
 };

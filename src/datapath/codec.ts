@@ -16,6 +16,8 @@ export const NAT_BE_VAL_SIZE = 8;
 export const SK_NAT_KEY_SIZE = 16;
 export const SK_NAT_VAL_SIZE = 8;
 export const SVC_META_NAME_LEN = 192;
+export const SOCK_DESTROY_KEY_SIZE = 12;
+export const SOCK_DESTROY_REC_SIZE = 24;
 
 /** Bits of the LPM key that always match exactly: address, port, protocol. */
 export const NAT_FE_PREFIX_BASE = 56;
@@ -170,6 +172,49 @@ export function decodeSkNatKey(b: Buffer): SkNatKey {
 export function decodeSkNatVal(b: Buffer): NatBeVal {
   checkSize(b, SK_NAT_VAL_SIZE, 'sk_nat_val');
   return { addr: readIPv4(b, 0), port: b.readUInt16LE(4) };
+}
+
+/** A backend that left a Service port (struct sock_destroy_key, sock_destroy.bpf.c). */
+export interface SockDestroyKey {
+  svcId: number;
+  addr: string;
+  port: number;
+}
+
+export function encodeSockDestroyKey(k: SockDestroyKey): Buffer {
+  const out = Buffer.alloc(SOCK_DESTROY_KEY_SIZE);
+  out.writeUInt32LE(k.svcId, 0);
+  writeIPv4(out, 4, k.addr);
+  out.writeUInt16LE(k.port, 8);
+  return out;
+}
+
+/** One socket the iterator aborted (struct sock_destroy_rec). */
+export interface SockDestroyRec {
+  cookie: bigint;
+  addr: string;
+  port: number;
+  proto: number;
+  /** bpf_sock_destroy() result: 0, or a negative errno. */
+  err: number;
+  svcId: number;
+}
+
+/** The iterator's output: whole records back to back. */
+export function decodeSockDestroyRecs(b: Buffer): SockDestroyRec[] {
+  if (b.length % SOCK_DESTROY_REC_SIZE !== 0) throw new Error(`sock_destroy_rec stream of ${b.length} bytes is not whole records`);
+  const out: SockDestroyRec[] = [];
+  for (let off = 0; off < b.length; off += SOCK_DESTROY_REC_SIZE) {
+    out.push({
+      cookie: b.readBigUInt64LE(off),
+      addr: readIPv4(b, off + 8),
+      port: b.readUInt16LE(off + 12),
+      proto: b.readUInt8(off + 14),
+      err: b.readInt32LE(off + 16),
+      svcId: b.readUInt32LE(off + 20),
+    });
+  }
+  return out;
 }
 
 export function encodeU32(n: number): Buffer {

@@ -4,7 +4,10 @@
  */
 export const MAP_NAT_FE = 'kpr_v4_nat_fe';
 export const MAP_NAT_BE = 'kpr_v4_nat_be';
+/** Overflow of kpr_v4_sk_lb's per-socket slots (LRU). */
 export const MAP_SK_NAT = 'kpr_v4_sk_nat';
+/** Per-socket load-balancing state (socket-local storage). */
+export const MAP_SK_LB = 'kpr_v4_sk_lb';
 export const MAP_SVC_META = 'kpr_svc_meta';
 export const MAP_STATS = 'kpr_stats';
 export const MAP_CT = 'kpr_v4_ct';
@@ -18,6 +21,7 @@ export const ALL_MAPS = [
   MAP_NAT_FE,
   MAP_NAT_BE,
   MAP_SK_NAT,
+  MAP_SK_LB,
   MAP_SVC_META,
   MAP_STATS,
   MAP_CT,
@@ -36,6 +40,10 @@ export const PROGS_DIR = 'progs';
 
 export const SOCK_LB_OBJECT = 'sock_lb.bpf.o';
 export const TC_NAT_OBJECT = 'tc_nat.bpf.o';
+export const SOCK_DESTROY_OBJECT = 'sock_destroy.bpf.o';
+
+/** Socket iterators of the sock-destroy object, by protocol. */
+export const SOCK_DESTROY_PROGRAMS = { udp: 'kpr_destroy_udp', tcp: 'kpr_destroy_tcp' } as const;
 
 /** tc programs by the role of the device they sit on. */
 export const TC_PROGRAMS = {
@@ -81,6 +89,8 @@ export const STAT_NAMES = [
   'tc_dsr_reply',
   'tc_frag_needed',
   'tc_dsr_fallback',
+  'sock_udp_sticky',
+  'sock_slot_overflow',
 ] as const;
 
 export type StatName = (typeof STAT_NAMES)[number];

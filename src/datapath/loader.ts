@@ -76,6 +76,17 @@ export function checkBpffs(pinPath: string): void {
   }
 }
 
+/** max_entries overrides for every object that declares kpr's pinned maps. */
+export function mapMaxEntries(sizes: MapSizes): Record<string, number> {
+  return {
+    [MAP_NAT_FE]: sizes.natFe,
+    [MAP_NAT_BE]: sizes.natBe,
+    [MAP_SK_NAT]: sizes.skNat,
+    [MAP_SVC_META]: sizes.svcMeta,
+    [MAP_CT]: sizes.ct ?? DEFAULT_MAP_SIZES.ct ?? 524288,
+  };
+}
+
 export class Datapath {
   private constructor(
     readonly pinPath: string,
@@ -87,13 +98,7 @@ export class Datapath {
   static async open(pinPath: string, sizes: MapSizes = DEFAULT_MAP_SIZES): Promise<Datapath> {
     checkBpffs(pinPath);
     await mkdir(pinPath, { recursive: true });
-    const maxEntries = {
-      [MAP_NAT_FE]: sizes.natFe,
-      [MAP_NAT_BE]: sizes.natBe,
-      [MAP_SK_NAT]: sizes.skNat,
-      [MAP_SVC_META]: sizes.svcMeta,
-      [MAP_CT]: sizes.ct ?? DEFAULT_MAP_SIZES.ct ?? 524288,
-    };
+    const maxEntries = mapMaxEntries(sizes);
     // Both objects declare the same pinned maps: the first creates them,
     // the second reuses them, so connect-time and tc share one state.
     const open = (name: string) => {
