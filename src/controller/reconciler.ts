@@ -82,7 +82,7 @@ export interface RemovedBackend {
 }
 
 export interface ApplyResult {
-  /** Backends that left a Service port in this apply (written; none of a failed port). */
+  /** Backends that left a Service port in this apply: no longer in the maps. */
   removedBackends: RemovedBackend[];
   /** Service ports whose writes failed; retry them. */
   failed: ApplyError[];
@@ -355,8 +355,9 @@ export class Reconciler {
     run(beDeletes, this.maps.be, true);
     run(metaDeletes, this.maps.meta, true);
 
+    // The mirror holds only committed writes, so this is what left the maps,
+    // even for a port whose later phases failed.
     for (const [st, prev] of before) {
-      if (failed.has(st)) continue;
       const now = new Set(st.backends.filter((b): b is NatBeVal => b !== undefined).map(backendKey));
       const proto = st.name.slice(st.name.lastIndexOf('/') + 1);
       for (const b of prev) {

@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -41,8 +41,11 @@ export class Harness {
     await this.topo.startServers();
   }
 
+  /** Atomic (write a dotfile, rename): kpr must never read a half-written, or empty, file. */
   async writeManifest(file: string, objects: unknown[]): Promise<void> {
-    await writeFile(join(this.dir, file), objects.map((o) => stringify(o)).join('---\n'));
+    const tmp = join(this.dir, `.${file}.tmp`);
+    await writeFile(tmp, objects.map((o) => stringify(o)).join('---\n'));
+    await rename(tmp, join(this.dir, file));
   }
 
   async writeRaw(file: string, text: string): Promise<void> {

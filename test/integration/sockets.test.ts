@@ -207,6 +207,38 @@ test('socket state of the connect-time path', async (t) => {
       await withBackends(all);
     });
 
+    await t.test('issue 11 §2: removing another backend moves ours to a new ordinal; the conversation stays on it', async () => {
+      // placeBackends fills a hole with the last backend: a conversation on the
+      // last ordinal must find its backend at the new place, not move.
+      const udpRow = () => h.nat().find((r) => r.frontend.addr === VIP && r.frontend.port === 53)!;
+      let c: Client | undefined;
+      let mine = '';
+      let base = withStats(h);
+      for (let i = 0; i < 20 && !c; i++) {
+        base = withStats(h);
+        const trial = client(['udp-conv', VIP, '53', '100', '25']);
+        await trial.waitFor((e) => e.some((x) => x.pod), 'first reply');
+        const pod = trial.events.find((e) => e.pod)!.pod!;
+        const last = udpRow().backends.at(-1)!;
+        if (last.addr === ipOf(pod)) {
+          c = trial;
+          mine = pod;
+        } else trial.kill();
+      }
+      assert.ok(c, 'no conversation landed on the last ordinal in 20 tries');
+      const other = all.find((ip) => ip !== ipOf(mine))!;
+      const removedAt = Date.now();
+      await withBackends(all.filter((ip) => ip !== other));
+      assert.notEqual(udpRow().backends.find((b) => b.addr === ipOf(mine))!.ordinal, 2, 'our backend moved ordinal');
+      const evs = await c.done();
+      assert.ok(evs.every((e) => !e.err), JSON.stringify(evs.filter((e) => e.err)));
+      assert.ok(evs.filter((e) => e.t > removedAt).length > 20);
+      assert.deepEqual([...new Set(evs.map((e) => e.pod))], [mine], 'the conversation never left its live backend');
+      // Not by luck of a fresh pick: every datagram after the first found its conversation.
+      assert.equal(withStats(h).sock_udp_sticky - base.sock_udp_sticky, evs.length - 1);
+      await withBackends(all);
+    });
+
     await t.test('issue 11 §1: a connected UDP socket on a removed backend gets an error within 1 s and reconnects to a live one', async () => {
       const c = client(['udp-connected', VIP, '53', '6000', '10']);
       await c.waitFor((e) => e.filter((x) => x.pod).length >= 10, 'replies');

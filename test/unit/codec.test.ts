@@ -13,6 +13,10 @@ import {
   encodeNatFeVal,
   encodeSkNatKey,
   encodeSvcMeta,
+  decodeSockDestroyRecs,
+  encodeSockDestroyKey,
+  SOCK_DESTROY_KEY_SIZE,
+  SOCK_DESTROY_REC_SIZE,
 } from '../../src/datapath/codec.js';
 
 // Layouts from bpf/include/maps.h, written out byte by byte.
@@ -59,4 +63,32 @@ test('svc_meta: NUL-terminated name in 192 bytes', () => {
 test('decoders reject buffers of the wrong size', () => {
   assert.throws(() => decodeNatFeKey(Buffer.alloc(15)), /expected 16 bytes/);
   assert.throws(() => decodeNatBeVal(Buffer.alloc(9)), /expected 8 bytes/);
+});
+
+test('sock_destroy_key matches the compiled iterator object (BTF)', async () => {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { bpfObjectPath } = await import('../../src/util/paths.js');
+  const { stdout } = await promisify(execFile)('bpftool', ['btf', 'dump', 'file', bpfObjectPath('sock_destroy.bpf.o'), '-j']);
+  const types = (JSON.parse(stdout) as { types: Array<{ name?: string; size?: number; members?: Array<{ name: string; bits_offset: number }> }> }).types;
+  const key = types.find((t) => t.name === 'sock_destroy_key');
+  assert.equal(key?.size, SOCK_DESTROY_KEY_SIZE);
+  assert.deepEqual(key?.members?.map((m) => [m.name, m.bits_offset / 8]), [['svc_id', 0], ['addr', 4], ['port', 8], ['pad', 10]]);
+  const b = encodeSockDestroyKey({ svcId: 7, addr: '192.0.2.1', port: 8080 });
+  assert.equal(b.toString('hex'), '07000000' + 'c0000201' + '901f' + '0000');
+});
+
+test('sock_destroy_rec stream: whole 24-byte records', () => {
+  const b = Buffer.alloc(SOCK_DESTROY_REC_SIZE);
+  b.writeBigUInt64LE(42n, 0);
+  b.writeUInt32BE(0xc0000201, 8);
+  b.writeUInt16LE(8080, 12);
+  b.writeUInt8(17, 14);
+  b.writeInt32LE(-2, 16);
+  b.writeUInt32LE(9, 20);
+  assert.deepEqual(decodeSockDestroyRecs(Buffer.concat([b, b])), [
+    { cookie: 42n, addr: '192.0.2.1', port: 8080, proto: 17, err: -2, svcId: 9 },
+    { cookie: 42n, addr: '192.0.2.1', port: 8080, proto: 17, err: -2, svcId: 9 },
+  ]);
+  assert.throws(() => decodeSockDestroyRecs(Buffer.alloc(25)), /whole records/);
 });

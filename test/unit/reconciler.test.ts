@@ -236,3 +236,25 @@ test('10k Services x 10 endpoints sync through batches', () => {
   assert.equal(m.be.size, 100_000);
   assert.equal(m.meta.size, 10_000);
 });
+
+test('removed backends are reported once written, with their service id; a moved or failed one is not', () => {
+  const m = memoryNatMaps();
+  const r = new Reconciler(m);
+  r.adopt();
+  const a = 'a/a:dns/UDP';
+  r.syncAll(new Map([[a, port(a, '198.18.0.1', ['192.0.2.1', '192.0.2.2', '192.0.2.3'])]]));
+  const id = r.idOf(a);
+  // 192.0.2.3 moves into the hole 192.0.2.1 leaves: only .1 is removed.
+  const res = r.apply(new Map([[a, port(a, '198.18.0.1', ['192.0.2.2', '192.0.2.3'])]]));
+  assert.deepEqual(res.removedBackends, [{ svcId: id, name: a, proto: 'UDP', addr: '192.0.2.1', port: 8080 }]);
+  assert.deepEqual(r.apply(new Map([[a, port(a, '198.18.0.1', ['192.0.2.2', '192.0.2.3'])]])).removedBackends, []);
+  // A write that fails leaves the backend in the maps: nothing to abort yet.
+  m.be.failWrites = 'EIO';
+  const failed = r.apply(new Map([[a, port(a, '198.18.0.1', ['192.0.2.2'])]]));
+  assert.equal(failed.failed.length, 1);
+  assert.deepEqual(failed.removedBackends, []);
+  m.be.failWrites = undefined;
+  // Deleting the Service port removes every backend.
+  const gone = r.apply(new Map([[a, null]]));
+  assert.deepEqual(gone.removedBackends.map((b) => b.addr).sort(), ['192.0.2.2', '192.0.2.3']);
+});
