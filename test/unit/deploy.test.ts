@@ -64,7 +64,9 @@ test('the DaemonSet runs on every node, host network, least privilege, probed on
   assert.equal(pod.enableServiceLinks, false);
   const sc = container.securityContext as Any;
   assert.notEqual(sc.privileged, true);
-  assert.deepEqual([...sc.capabilities.add].sort(), ['BPF', 'NET_ADMIN', 'PERFMON', 'SYS_ADMIN']);
+  assert.deepEqual([...sc.capabilities.add].sort(), ['BPF', 'NET_ADMIN', 'PERFMON', 'SYS_ADMIN', 'SYS_PTRACE']);
+  // Aborting sockets on removed backends finds pod namespaces through host pids.
+  assert.equal(pod.hostPID, true);
   // Kubernetes refuses Bidirectional propagation in an unprivileged container.
   for (const m of container.volumeMounts as Any[]) {
     if (m.mountPropagation === 'Bidirectional') assert.equal(sc.privileged, true, `${m.name}: Bidirectional needs privileged`);
