@@ -119,9 +119,18 @@ test('socket state of the connect-time path', async (t) => {
       await h.writeManifest('svc.yaml', objects(ips));
       await h.waitNat((rows) => rows.filter((r) => r.frontend.addr === VIP).every((r) => r.backends.length === ips.length) && rows.length === 3, `${ips.length} backends`);
     };
+    /** Start a client, learn the backend it talks to from its first replies, then take that backend out. */
+    const onVictim = async (args: string[], replies: number) => {
+      const c = client(args);
+      await c.waitFor((e) => e.filter((x) => x.pod).length >= replies, 'first replies');
+      const victim = c.events.find((e) => e.pod)!.pod!;
+      return { c, victim, removedAt: Date.now(), remove: () => withBackends(all.filter((ip) => ip !== ipOf(victim))) };
+    };
     await h.writeManifest('svc.yaml', objects(all));
     // A tiny overflow map: under the old LRU design most of these sockets would have lost their reverse NAT.
-    h.startKpr(['--map-size-sk-nat', '16']);
+    // No listeners: other kpr runs on this machine may hold the default ports.
+    const quiet = ['--healthz-bind-address', '', '--metrics-bind-address', ''];
+    h.startKpr(['--map-size-sk-nat', '16', ...quiet]);
     await withBackends(all);
 
     await t.test('issue 9.4: 300 concurrent TCP and 100 connected UDP sockets (overflow map of 16) all report the VIP', async () => {
@@ -188,11 +197,8 @@ test('socket state of the connect-time path', async (t) => {
     });
 
     await t.test('issue 11 §2: when its backend leaves, the conversation moves on its next datagram and stays there', async () => {
-      const c = client(['udp-conv', VIP, '53', '120', '25']);
-      await c.waitFor((e) => e.filter((x) => x.pod).length >= 5, 'first replies');
-      const first = c.events.find((e) => e.pod)!.pod!;
-      const removedAt = Date.now();
-      await withBackends(all.filter((ip) => ip !== ipOf(first)));
+      const { c, victim: first, removedAt, remove } = await onVictim(['udp-conv', VIP, '53', '120', '25'], 5);
+      await remove();
       const mapsAt = Date.now();
       const evs = await c.done();
       assert.ok(evs.every((e) => !e.err), JSON.stringify(evs.filter((e) => e.err)));
@@ -240,15 +246,13 @@ test('socket state of the connect-time path', async (t) => {
     });
 
     await t.test('issue 11 §1: a connected UDP socket on a removed backend gets an error within 1 s and reconnects to a live one', async () => {
-      const c = client(['udp-connected', VIP, '53', '6000', '10']);
-      await c.waitFor((e) => e.filter((x) => x.pod).length >= 10, 'replies');
-      const victim = c.events.find((e) => e.pod)!.pod!;
+      const { c, victim, remove } = await onVictim(['udp-connected', VIP, '53', '6000', '10'], 10);
       // A bystander in the same cgroup talks to the same backend address
       // directly (not through the VIP): it must never be touched.
       const direct = client(['udp-connected', ipOf(victim), '8080', '4000', '10']);
       await direct.waitFor((e) => e.filter((x) => x.pod).length >= 5, 'bystander replies');
       const removedAt = Date.now();
-      await withBackends(all.filter((ip) => ip !== ipOf(victim)));
+      await remove();
       const evs = await c.done();
       const errAt = evs.find((e) => e.t >= removedAt && e.err && e.err !== 'ETIMEDOUT');
       assert.ok(errAt, `no error seen after the removal: ${JSON.stringify(evs.slice(-30))}\n${h.kprLog.slice(-2000)}`);
@@ -267,11 +271,8 @@ test('socket state of the connect-time path', async (t) => {
     });
 
     await t.test('issue 11 §1: TCP connections drain by default', async () => {
-      const c = client(['tcp-echo', VIP, '90', '3000', '50']);
-      await c.waitFor((e) => e.filter((x) => x.pod).length >= 3, 'echo replies');
-      const victim = c.events.find((e) => e.pod)!.pod!;
-      const removedAt = Date.now();
-      await withBackends(all.filter((ip) => ip !== ipOf(victim)));
+      const { c, victim, removedAt, remove } = await onVictim(['tcp-echo', VIP, '90', '3000', '50'], 3);
+      await remove();
       const evs = await c.done();
       assert.deepEqual(evs.filter((e) => e.err || e.closed), []);
       assert.ok(evs.filter((e) => e.t > removedAt + 1500 && e.pod === victim).length > 5, 'the connection kept working on its backend');
@@ -281,15 +282,12 @@ test('socket state of the connect-time path', async (t) => {
     await t.test('issue 11 §1: --destroy-tcp-to-removed-backends aborts them within 1 s', async () => {
       assert.equal(await h.stopKpr(), 0);
       h.kprLog = '';
-      h.startKpr(['--map-size-sk-nat', '16', '--destroy-tcp-to-removed-backends']);
+      h.startKpr(['--map-size-sk-nat', '16', '--destroy-tcp-to-removed-backends', ...quiet]);
       const end = Date.now() + 30_000;
       while (!h.kprLog.includes('"msg":"synced"') && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
       assert.match(h.kprLog, /"msg":"synced"/);
-      const c = client(['tcp-echo', VIP, '90', '6000', '20']);
-      await c.waitFor((e) => e.filter((x) => x.pod).length >= 3, 'echo replies');
-      const victim = c.events.find((e) => e.pod)!.pod!;
-      const removedAt = Date.now();
-      await withBackends(all.filter((ip) => ip !== ipOf(victim)));
+      const { c, removedAt, remove } = await onVictim(['tcp-echo', VIP, '90', '6000', '20'], 3);
+      await remove();
       const evs = await c.done();
       const errAt = evs.find((e) => e.err || e.closed);
       assert.ok(errAt, `the connection was not aborted: ${JSON.stringify(evs.slice(-10))}\n${h.kprLog.slice(-2000)}`);
