@@ -81,6 +81,7 @@ export const STAT_NAMES = [
   'tc_dsr_reply',
   'tc_frag_needed',
   'tc_dsr_fallback',
+  'sock_drop_policy',
 ] as const;
 
 export type StatName = (typeof STAT_NAMES)[number];
