@@ -15,6 +15,7 @@ import { cleanup, withPinnedMaps } from './datapath/loader.js';
 import { parseAddress } from './http/server.js';
 import { formatNatRows, natRows } from './inspect/nat.js';
 import { ctRows, formatCtRows } from './inspect/ct.js';
+import { formatEndpointReport, inspectEndpoints } from './inspect/endpoints.js';
 import { benchCommand } from './bench/command.js';
 import { createLogger } from './log.js';
 
@@ -255,7 +256,22 @@ export async function main(argv: string[]): Promise<void> {
             process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : formatCtRows(rows));
           },
         )
-        .demandCommand(1, 'name what to inspect: nat or ct'),
+        .command(
+          'endpoints',
+          'why each endpoint is in or out of the cluster and local sets on this node',
+          (z) =>
+            z.options({
+              manifests: RUN_OPTIONS.manifests,
+              kubeconfig: RUN_OPTIONS.kubeconfig,
+              'node-name': { type: 'string', demandOption: true, describe: 'the node to select for' },
+              json: { type: 'boolean', default: false, describe: 'print JSON' },
+            }),
+          async (a) => {
+            const report = await inspectEndpoints({ manifests: a.manifests, kubeconfig: a.kubeconfig, nodeName: a['node-name'] });
+            process.stdout.write(a.json ? JSON.stringify(report, null, 2) + '\n' : formatEndpointReport(report));
+          },
+        )
+        .demandCommand(1, 'name what to inspect: nat, ct or endpoints'),
     )
     .command(
       'cleanup',
