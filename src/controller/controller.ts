@@ -48,6 +48,8 @@ export class Controller {
   /** When the oldest change not yet written arrived (kube-proxy's oldestPendingQueued). */
   private pendingSince: number | undefined;
   private idleWaiters: Array<() => void> = [];
+  /** Skips already logged at info, as "object\0reason". */
+  private readonly skipsLogged = new Set<string>();
   /** This node's zone as last used for translation. */
   private zone: string | undefined;
 
@@ -142,7 +144,12 @@ export class Controller {
     if (!svc) return [];
     const t = translateService(svc, store.slicesFor(key), { ...this.opts.translate, nodeZone: this.zone });
     for (const s of t.skipped) {
-      log.debug({ object: s.object, reason: s.reason }, `not programming ${s.object}: ${s.message}`);
+      // Info the first time (an operator should see an SCTP port or a stray
+      // nodePort), debug on every later resync of the same object.
+      const seen = `${s.object}\0${s.reason}`;
+      const level = this.skipsLogged.has(seen) ? 'debug' : 'info';
+      this.skipsLogged.add(seen);
+      log[level]({ object: s.object, reason: s.reason }, `not programming ${s.object}: ${s.message}`);
       metrics?.skipped.inc({ kind: 'Service', reason: s.reason });
     }
     return t.ports;

@@ -1,7 +1,8 @@
 /**
  * Kubernetes API source: core/v1 Services and discovery.k8s.io/v1
  * EndpointSlices, cluster-wide, selected as kube-proxy selects them, and
- * this node's Node object for /healthz's nodeEligible.
+ * every Node (this node's zone for topology hints and its eligibility for
+ * /healthz; the others' addresses for peer checks).
  *
  * Each kind is marked synced only after its first complete list, so the
  * controller writes nothing until both are in; after that, a failing API
@@ -29,7 +30,7 @@ export interface KubeSourceOptions {
   kubeConfig: KubeConfig;
   log: Logger;
   metrics?: Metrics | undefined;
-  /** Watch this Node for /healthz's nodeEligible. */
+  /** This node: its Node decides /healthz's nodeEligible (every Node is watched into the store). */
   nodeName?: string | undefined;
   /** Server-side timeout of each watch, in seconds. */
   watchTimeoutSeconds?: number;

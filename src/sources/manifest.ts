@@ -1,5 +1,5 @@
 /**
- * Manifest source: Services and EndpointSlices from YAML files, the same
+ * Manifest source: Services, EndpointSlices and Nodes from YAML files, the same
  * objects `kubectl get -o yaml` prints (single objects, multi-document files
  * and `kind: List`). A file or a directory; changes are picked up by
  * fs.watch, backed by a slow mtime poll because editors replace files in
@@ -29,7 +29,7 @@ export interface ManifestSourceOptions {
   path: string;
   log: Logger;
   pollMs?: number;
-  /** Counts objects that are neither Services nor EndpointSlices. */
+  /** Counts objects that are not Services, EndpointSlices or Nodes. */
   onIgnored?: (object: string, reason: string) => void;
 }
 
