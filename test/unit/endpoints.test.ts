@@ -108,144 +108,66 @@ test('the same selection with hints on every endpoint but no topology requested:
 
 /* Topology: which opt-ins count, and when hints are usable (cluster set only). */
 const AUTO = { 'service.kubernetes.io/topology-mode': 'Auto' };
-const HINTS: Array<{
-  name: string;
-  svc: Service;
-  eps: SliceEndpoint[];
-  node?: { name: string | undefined; zone: string | undefined };
-  cluster: string[];
-  local: string[];
-  mode: string;
-}> = [
-  {
-    name: 'topology-mode Auto, every ready endpoint hinted, this zone among them: only this zone',
-    svc: svc({}, AUTO),
-    eps: [
-      { ip: L, node: 'n1', zones: ['zone-b'] },
-      { ip: R, node: 'n2', zones: ['zone-a'] },
-    ],
-    // the local endpoint was hinted away: the cluster set skips it, the local set keeps it
-    cluster: [R],
-    local: [L],
-    mode: 'PreferSameZone',
-  },
-  {
-    name: 'older annotation topology-aware-hints: auto is honoured',
-    svc: svc({}, { 'service.kubernetes.io/topology-aware-hints': 'auto' }),
-    eps: [
-      { ip: L, node: 'n1', zones: ['zone-a'] },
-      { ip: R, node: 'n2', zones: ['zone-b'] },
-    ],
-    cluster: [L],
-    local: [L],
-    mode: 'PreferSameZone',
-  },
-  {
-    name: 'topology-mode wins over the older annotation',
-    svc: svc({}, { 'service.kubernetes.io/topology-mode': 'Disabled', 'service.kubernetes.io/topology-aware-hints': 'Auto' }),
-    eps: [
-      { ip: L, node: 'n1', zones: ['zone-a'] },
-      { ip: R, node: 'n2', zones: ['zone-b'] },
-    ],
-    cluster: [L, R],
-    local: [L],
-    mode: '',
-  },
-  {
-    name: 'trafficDistribution PreferClose is honoured without an annotation',
-    svc: svc({ trafficDistribution: 'PreferClose' }),
-    eps: [
-      { ip: L, node: 'n1', zones: ['zone-b'] },
-      { ip: R, node: 'n2', zones: ['zone-a'] },
-    ],
-    cluster: [R],
-    local: [L],
-    mode: 'PreferSameZone',
-  },
-  {
-    name: 'one ready endpoint without a hint: every endpoint',
-    svc: svc({}, AUTO),
-    eps: [{ ip: L, node: 'n1', zones: ['zone-b'] }, { ip: R, node: 'n2' }],
-    cluster: [L, R],
-    local: [L],
-    mode: '',
-  },
-  {
-    name: 'a not-ready endpoint without a hint does not spoil the hints',
-    svc: svc({}, AUTO),
-    eps: [
-      { ip: L, node: 'n1', ...CONDITIONS['not-ready'] },
-      { ip: R, node: 'n2', zones: ['zone-a'] },
-      { ip: '192.0.2.3', node: 'n3', zones: ['zone-c'] },
-    ],
-    cluster: [R],
-    local: [],
-    mode: 'PreferSameZone',
-  },
-  {
-    name: 'no endpoint hinted for this zone: every endpoint',
-    svc: svc({}, AUTO),
-    eps: [
-      { ip: L, node: 'n1', zones: ['zone-b'] },
-      { ip: R, node: 'n2', zones: ['zone-c'] },
-    ],
-    cluster: [L, R],
-    local: [L],
-    mode: '',
-  },
-  {
-    name: 'this node has no zone label: every endpoint',
-    svc: svc({}, AUTO),
-    eps: [
-      { ip: L, node: 'n1', zones: ['zone-a'] },
-      { ip: R, node: 'n2', zones: ['zone-b'] },
-    ],
-    node: { name: 'n1', zone: undefined },
-    cluster: [L, R],
-    local: [L],
-    mode: '',
-  },
-  {
-    name: 'PreferSameNode: every ready endpoint has node hints and one names this node',
-    svc: svc({ trafficDistribution: 'PreferSameNode' }),
-    eps: [
-      { ip: L, node: 'n1', forNodes: ['n1'], zones: ['zone-a'] },
-      { ip: R, node: 'n2', forNodes: ['n2'], zones: ['zone-a'] },
-    ],
-    cluster: [L],
-    local: [L],
-    mode: 'PreferSameNode',
-  },
-  {
-    name: 'node hints name other nodes only: zone hints decide',
-    svc: svc({ trafficDistribution: 'PreferSameNode' }),
-    eps: [
-      { ip: L, node: 'n1', forNodes: ['n3'], zones: ['zone-b'] },
-      { ip: R, node: 'n2', forNodes: ['n2'], zones: ['zone-a'] },
-    ],
-    cluster: [R],
-    local: [L],
-    mode: 'PreferSameZone',
-  },
-  {
-    name: 'no ready endpoint: hints are moot, serving-terminating ones everywhere',
-    svc: svc({}, AUTO),
-    eps: [
-      { ip: L, node: 'n1', zones: ['zone-b'], ...CONDITIONS['serving-terminating'] },
-      { ip: R, node: 'n2', zones: ['zone-a'], ...CONDITIONS['serving-terminating'] },
-    ],
-    cluster: [L, R],
-    local: [L],
-    mode: '',
-  },
+type Ep = Omit<SliceEndpoint, 'ip' | 'node'>;
+const ST = CONDITIONS['serving-terminating'];
+const NO_ZONE = { name: 'n1', zone: undefined };
+/** name, Service, local endpoint (n1), remote endpoint (n2), cluster set, local set, topology mode[, node, more endpoints] */
+type HintCase = [string, Service, Ep, Ep, string[], string[], string, { name: string; zone: string | undefined }?, SliceEndpoint[]?];
+const HINTS: HintCase[] = [
+  // the local endpoint was hinted away: the cluster set skips it, the local set keeps it
+  ['topology-mode Auto, every ready endpoint hinted, this zone among them: only this zone', svc({}, AUTO), { zones: ['zone-b'] }, { zones: ['zone-a'] }, [R], [L], 'PreferSameZone'],
+  ['older annotation topology-aware-hints: auto is honoured', svc({}, { 'service.kubernetes.io/topology-aware-hints': 'auto' }), { zones: ['zone-a'] }, { zones: ['zone-b'] }, [L], [L], 'PreferSameZone'],
+  [
+    'topology-mode wins over the older annotation',
+    svc({}, { 'service.kubernetes.io/topology-mode': 'Disabled', 'service.kubernetes.io/topology-aware-hints': 'Auto' }),
+    { zones: ['zone-a'] },
+    { zones: ['zone-b'] },
+    [L, R],
+    [L],
+    '',
+  ],
+  ['trafficDistribution PreferClose is honoured without an annotation', svc({ trafficDistribution: 'PreferClose' }), { zones: ['zone-b'] }, { zones: ['zone-a'] }, [R], [L], 'PreferSameZone'],
+  ['one ready endpoint without a hint: every endpoint', svc({}, AUTO), { zones: ['zone-b'] }, {}, [L, R], [L], ''],
+  [
+    'a not-ready endpoint without a hint does not spoil the hints',
+    svc({}, AUTO),
+    CONDITIONS['not-ready'],
+    { zones: ['zone-a'] },
+    [R],
+    [],
+    'PreferSameZone',
+    NODE,
+    [{ ip: '192.0.2.3', node: 'n3', zones: ['zone-c'] }],
+  ],
+  ['no endpoint hinted for this zone: every endpoint', svc({}, AUTO), { zones: ['zone-b'] }, { zones: ['zone-c'] }, [L, R], [L], ''],
+  ['this node has no zone label: every endpoint', svc({}, AUTO), { zones: ['zone-a'] }, { zones: ['zone-b'] }, [L, R], [L], '', NO_ZONE],
+  [
+    'PreferSameNode: every ready endpoint has node hints and one names this node',
+    svc({ trafficDistribution: 'PreferSameNode' }),
+    { forNodes: ['n1'], zones: ['zone-a'] },
+    { forNodes: ['n2'], zones: ['zone-a'] },
+    [L],
+    [L],
+    'PreferSameNode',
+  ],
+  [
+    'node hints name other nodes only: zone hints decide',
+    svc({ trafficDistribution: 'PreferSameNode' }),
+    { forNodes: ['n3'], zones: ['zone-b'] },
+    { forNodes: ['n2'], zones: ['zone-a'] },
+    [R],
+    [L],
+    'PreferSameZone',
+  ],
+  ['no ready endpoint: hints are moot, serving-terminating ones everywhere', svc({}, AUTO), { zones: ['zone-b'], ...ST }, { zones: ['zone-a'], ...ST }, [L, R], [L], ''],
 ];
 
-for (const c of HINTS) {
-  test(`hints: ${c.name}`, () => {
-    const sel = select(c.svc, c.eps, c.node);
-    assert.deepEqual(addrs(sel.cluster), c.cluster);
-    assert.deepEqual(addrs(sel.local), c.local);
-    assert.equal(sel.topology, c.mode);
+for (const [name, s, l, r, cluster, local, mode, node = NODE, more = []] of HINTS) {
+  test(`hints: ${name}`, () => {
+    const sel = select(s, [{ ip: L, node: 'n1', ...l }, { ip: R, node: 'n2', ...r }, ...more], node);
+    assert.deepEqual(addrs(sel.cluster), cluster);
+    assert.deepEqual(addrs(sel.local), local);
+    assert.equal(sel.topology, mode);
     for (const e of sel.endpoints) assert.ok(e.reason.length > 0);
   });
 }
