@@ -13,7 +13,9 @@ import { Controller } from '../../src/controller/controller.js';
 import { Reconciler } from '../../src/controller/reconciler.js';
 import { ObjectStore } from '../../src/controller/store.js';
 import { formatEndpointReport, inspectEndpoints } from '../../src/inspect/endpoints.js';
+import { pino } from 'pino';
 import { createLogger } from '../../src/log.js';
+import { Metrics } from '../../src/metrics.js';
 import { parseNode } from '../../src/model/objects.js';
 import { natRows } from '../../src/inspect/nat.js';
 import { memoryNatMaps } from '../helpers/memmaps.js';
@@ -123,5 +125,48 @@ test('kpr inspect endpoints: the zone from the Node in the manifests, and why ea
     assert.match(text, /192\.0\.2\.3:8080\s+n3\s+out\s+ready, outside zone zone-a \(hints zone-b\)/);
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('an out-of-range nodePort and an SCTP port: logged once at info, counted, the rest of the Service programmed', async () => {
+  const logs: Array<Record<string, unknown>> = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void logs.push(JSON.parse(s) as Record<string, unknown>) });
+  const metrics = new Metrics();
+  const store = new ObjectStore();
+  const maps = memoryNatMaps();
+  const reconciler = new Reconciler(maps);
+  reconciler.adopt();
+  const c = new Controller({ store, reconciler, log, metrics, translate: { nodeName: 'n1', nodeIPs: ['198.51.100.11'] } });
+  store.replace('Service', [
+    service('np', {
+      type: 'NodePort',
+      ports: [
+        { name: 'a', port: 80, nodePort: 40000 },
+        { name: 's', port: 90, protocol: 'SCTP' },
+      ],
+    }),
+  ]);
+  store.replace('EndpointSlice', [slice('np-1', 'np', [{ ip: '192.0.2.1' }], [{ name: 'a', port: 8080 }])]);
+  store.markSynced('Service');
+  store.markSynced('EndpointSlice');
+  c.start();
+  try {
+    await c.whenIdle();
+    assert.deepEqual(natRows(maps).map((r) => `${r.frontend.addr}:${r.frontend.port}`), ['198.18.0.10:80'], 'the ClusterIP stays');
+    const skips = () => logs.filter((l) => String(l.msg).startsWith('not programming'));
+    assert.deepEqual(skips().map((l) => [l.level, l.reason]), [
+      [30, 'nodeport-out-of-range'],
+      [30, 'unsupported-protocol'],
+    ]);
+    const counted = async (reason: string) =>
+      (await metrics.registry.getSingleMetric('kpr_skipped_objects_total')!.get()).values.find((v) => v.labels.reason === reason)?.value;
+    assert.equal(await counted('nodeport-out-of-range'), 1);
+    assert.equal(await counted('unsupported-protocol'), 1);
+    // a later sync of the same Service logs at debug only
+    store.upsert('EndpointSlice', slice('np-1', 'np', [{ ip: '192.0.2.2' }], [{ name: 'a', port: 8080 }]));
+    await c.whenIdle();
+    assert.deepEqual(skips().slice(2).map((l) => l.level), [20, 20]);
+  } finally {
+    c.stop();
   }
 });
