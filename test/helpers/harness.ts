@@ -57,7 +57,25 @@ export class Harness {
     const cli = join(repoRoot(), 'src', 'cli.ts');
     this.kpr = spawn(
       process.execPath,
-      [...nodeArgv(cli), 'run', '--manifests', this.dir, '--pin-path', this.pinPath, '--cgroup', this.cgroup, '--resync-interval', '0', ...extra],
+      [
+        ...nodeArgv(cli),
+        'run',
+        '--manifests',
+        this.dir,
+        '--pin-path',
+        this.pinPath,
+        '--cgroup',
+        this.cgroup,
+        '--resync-interval',
+        '0',
+        // This kpr runs in the root netns: the default ports would collide
+        // with any other kpr there (a parallel test run, a real install).
+        '--healthz-bind-address',
+        '',
+        '--metrics-bind-address',
+        '',
+        ...extra,
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.kpr.stdout?.on('data', (d) => (this.kprLog += d.toString()));
