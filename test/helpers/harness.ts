@@ -53,6 +53,11 @@ export class Harness {
     await rm(join(this.dir, file), { force: true });
   }
 
+  /** Where kpr reads Services from. */
+  protected sourceArgs(): string[] {
+    return ['--manifests', this.dir];
+  }
+
   startKpr(extra: string[] = []): void {
     const cli = join(repoRoot(), 'src', 'cli.ts');
     this.kpr = spawn(
@@ -60,20 +65,19 @@ export class Harness {
       [
         ...nodeArgv(cli),
         'run',
-        '--manifests',
-        this.dir,
+        ...this.sourceArgs(),
         '--pin-path',
         this.pinPath,
         '--cgroup',
         this.cgroup,
         '--resync-interval',
         '0',
-        // This kpr runs in the root netns: the default ports would collide
-        // with any other kpr there (a parallel test run, a real install).
+        // This kpr runs in the root netns: fixed ports would collide with
+        // any other kpr there (a parallel test run, a real install).
         '--healthz-bind-address',
-        '',
+        '127.0.0.1:0',
         '--metrics-bind-address',
-        '',
+        '127.0.0.1:0',
         ...extra,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
