@@ -23,6 +23,9 @@
 #ifndef ECONNREFUSED
 #define ECONNREFUSED	111
 #endif
+#ifndef ETIMEDOUT
+#define ETIMEDOUT	110
+#endif
 
 static __always_inline bool sock_proto_supported(__u32 proto)
 {
@@ -51,6 +54,14 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx,
 	fe = nat_fe_lookup(vip, vport, proto, saddr);
 	if (!fe)
 		return SYS_PROCEED;
+	/* loadBalancerSourceRanges never bind the node itself (kube-proxy
+	 * lets it reach its LB IPs): its sockets, in the initial netns, use
+	 * the entry the controller writes for the LB IP as source. */
+	if (fe->count == NAT_FE_BLACKHOLE && bpf_get_netns_cookie(ctx) == bpf_get_netns_cookie(NULL)) {
+		fe = nat_fe_lookup(vip, vport, proto, vip);
+		if (!fe)
+			return SYS_PROCEED;
+	}
 
 	if (sticky && sk_lb_udp_sticky(ctx, fe, vip, vport, &be)) {
 		stat_inc(STAT_SOCK_UDP_STICKY);
@@ -67,6 +78,14 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx,
 		 * ECONNREFUSED at once rather than a timeout or EPERM. */
 		stat_inc(STAT_SOCK_REJECT);
 		bpf_set_retval(-ECONNREFUSED);
+		return SYS_REJECT;
+	case NAT_DROP:
+		/* kube-proxy DROPs here: no answer, so the caller's connect()
+		 * ends in ETIMEDOUT after its SYN retries. Give that errno at
+		 * once and send nothing, rather than let an untranslated
+		 * packet to the VIP leave the node. */
+		stat_inc(STAT_SOCK_DROP_POLICY);
+		bpf_set_retval(-ETIMEDOUT);
 		return SYS_REJECT;
 	case NAT_BLACKHOLE:
 		/* Source ranges need the real source, which connect() does

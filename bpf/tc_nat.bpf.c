@@ -326,7 +326,7 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 
 	n = local_only ? fe->local : fe->count;
 	if (n == 0) {
-		if (fe->count == 0) {
+		if (fe->count == 0 && fe->local == 0) {
 			/* No endpoint at all: REJECT, as kube-proxy does. */
 			stat_inc(STAT_TC_REJECT);
 			if (p->frag == FRAG_LATER)
@@ -368,7 +368,7 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 		bool want = mode == NODEPORT_DSR || (mode == NODEPORT_HYBRID && p->proto == IPPROTO_TCP);
 
 		if (want && !dsr_client_opted_out(p->saddr)) {
-			if (c.ordinal < fe->local) {
+			if (c.be.flags & NAT_BE_F_LOCAL) {
 				snat = false;	/* local backend: served here, address kept */
 			} else if (dsr_carries_opt(p)) {
 				int mtu = dsr_room(skb, p, c.be.addr);

@@ -15,6 +15,7 @@ import { cleanup, withPinnedMaps } from './datapath/loader.js';
 import { parseAddress } from './http/server.js';
 import { formatNatRows, natRows } from './inspect/nat.js';
 import { ctRows, formatCtRows } from './inspect/ct.js';
+import { formatEndpointReport, inspectEndpoints } from './inspect/endpoints.js';
 import { benchCommand } from './bench/command.js';
 import { createLogger } from './log.js';
 
@@ -79,6 +80,11 @@ const RUN_OPTIONS = {
   'node-ip': { type: 'string', array: true, describe: 'node addresses for NodePort and SNAT (default: the addresses of --devices)' },
   'cluster-cidr': { type: 'string', describe: 'pod network; other sources reaching a ClusterIP are masqueraded, as kube-proxy does' },
   'nodeport-range': { type: 'string', default: '30000-32767', describe: 'valid NodePort range' },
+  'nodeport-addresses': {
+    type: 'string',
+    array: true,
+    describe: 'node addresses that serve NodePorts, as kube-proxy --nodeport-addresses: IPv4 CIDRs and/or "primary" (the first --node-ip); default: every node address',
+  },
   'snat-port-range': { type: 'string', default: '61000-65535', describe: 'source ports for masqueraded flows (keep it outside ip_local_port_range)' },
   'nodeport-mode': {
     type: 'string',
@@ -161,6 +167,7 @@ function runOptions(y: Argv) {
       portRange('snat-port-range', a['snat-port-range']);
       if (a['cluster-cidr'] !== undefined) ipv4Cidr('cluster-cidr', a['cluster-cidr']);
       for (const c of a['dsr-optout-cidrs'] ?? []) ipv4Cidr('dsr-optout-cidrs', c);
+      for (const c of a['nodeport-addresses'] ?? []) if (c !== 'primary') ipv4Cidr('nodeport-addresses', c);
       for (const addr of a['node-ip'] ?? []) if (!ipaddr.IPv4.isValidFourPartDecimal(addr)) throw new Error(`--node-ip ${addr} is not an IPv4 address`);
       if (!Number.isFinite(a['ct-scan-interval']) || (a['ct-scan-interval'] as number) < 0) {
         throw new Error('--ct-scan-interval must be a number of seconds >= 0');
@@ -219,6 +226,7 @@ export async function main(argv: string[]): Promise<void> {
           nodeIPs: a['node-ip'],
           clusterCidr: a['cluster-cidr'] ? ipv4Cidr('cluster-cidr', a['cluster-cidr']) : undefined,
           nodePortRange: portRange('nodeport-range', a['nodeport-range']),
+          nodePortAddresses: a['nodeport-addresses'],
           snatPortRange: portRange('snat-port-range', a['snat-port-range']),
           ctScanIntervalMs: a['ct-scan-interval'] * 1000,
           nodePortMode: a['nodeport-mode'] as 'snat' | 'dsr' | 'hybrid',
@@ -258,7 +266,22 @@ export async function main(argv: string[]): Promise<void> {
             process.stdout.write(a.json ? JSON.stringify(rows, null, 2) + '\n' : formatCtRows(rows));
           },
         )
-        .demandCommand(1, 'name what to inspect: nat or ct'),
+        .command(
+          'endpoints',
+          'why each endpoint is in or out of the cluster and local sets on this node',
+          (z) =>
+            z.options({
+              manifests: RUN_OPTIONS.manifests,
+              kubeconfig: RUN_OPTIONS.kubeconfig,
+              'node-name': { type: 'string', demandOption: true, describe: 'the node to select for' },
+              json: { type: 'boolean', default: false, describe: 'print JSON' },
+            }),
+          async (a) => {
+            const report = await inspectEndpoints({ manifests: a.manifests, kubeconfig: a.kubeconfig, nodeName: a['node-name'] });
+            process.stdout.write(a.json ? JSON.stringify(report, null, 2) + '\n' : formatEndpointReport(report));
+          },
+        )
+        .demandCommand(1, 'name what to inspect: nat, ct or endpoints'),
     )
     .command(
       'cleanup',

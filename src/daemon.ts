@@ -54,6 +54,8 @@ export interface DaemonOptions {
   /** The pod network; sources inside it are cluster-internal. */
   clusterCidr?: string | undefined;
   nodePortRange?: [number, number] | undefined;
+  /** --nodeport-addresses: CIDRs and/or "primary"; unset = every node address. */
+  nodePortAddresses?: string[] | undefined;
   snatPortRange?: [number, number] | undefined;
   /** Conntrack expiry scan period; 0 = off. */
   ctScanIntervalMs?: number | undefined;
@@ -207,7 +209,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     reconciler,
     log,
     metrics,
-    translate: { nodeName: opts.nodeName, nodeIPs, nodePortRange: opts.nodePortRange },
+    translate: { nodeName: opts.nodeName, nodeIPs, nodePortRange: opts.nodePortRange, nodePortAddresses: opts.nodePortAddresses },
     resyncIntervalMs: opts.resyncIntervalMs,
     onBackendsRemoved: (removed) => {
       if (!sockDestroyer?.available) return;

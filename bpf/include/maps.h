@@ -69,10 +69,20 @@ struct nat_fe_key {
 /* count value that marks a source-range blackhole: matched, never served. */
 #define NAT_FE_BLACKHOLE	0xffffffffu
 
+/*
+ * A Service port has two backend sets in nat_be, each falling back to
+ * serving-and-terminating endpoints on its own (kube-proxy's
+ * CategorizeEndpoints), so neither is a subset of the other:
+ *   cluster set (Cluster traffic policy): ordinals 0..count-1
+ *   local set   (Local traffic policy):   ordinals NAT_BE_LOCAL_BASE..+local-1
+ * The same endpoint may sit in both, once per set.
+ */
+#define NAT_BE_LOCAL_BASE	0x80000000u
+
 struct nat_fe_val {
 	__u32 id;		/* service port id, stable across restarts */
-	__u32 count;		/* backends at ordinals 0..count-1 */
-	__u32 local;		/* node-local backends, at ordinals 0..local-1 */
+	__u32 count;		/* cluster set: ordinals 0..count-1 */
+	__u32 local;		/* local set: ordinals NAT_BE_LOCAL_BASE..+local-1 */
 	__u32 affinity_timeout;	/* sessionAffinity ClientIP, seconds; 0 = off */
 	__u32 flags;
 };
@@ -91,10 +101,13 @@ struct nat_be_key {
 	__u32 ordinal;
 };
 
+/* nat_be_val.flags */
+#define NAT_BE_F_LOCAL		0x1	/* the endpoint runs on this node */
+
 struct nat_be_val {
 	__be32 addr;
 	__u16 port;
-	__u16 pad;
+	__u16 flags;	/* NAT_BE_F_* */
 };
 
 struct {
@@ -389,6 +402,7 @@ enum kpr_stat {
 	STAT_TC_DSR_FALLBACK,	/* DSR flow sent via SNAT (fragment, options, too big) */
 	STAT_SOCK_UDP_STICKY,	/* unconnected UDP datagram kept on its conversation's backend */
 	STAT_SOCK_SLOT_OVERFLOW,	/* socket slots full: a conversation moved to kpr_v4_sk_nat */
+	STAT_SOCK_DROP_POLICY,	/* connect-time: traffic policy Local, no local endpoint */
 	STAT_MAX = 32,
 };
 

@@ -15,6 +15,7 @@ enum nat_verdict {
 	NAT_FWD,		/* send to the backend in *be */
 	NAT_REJECT,		/* Service without usable endpoints */
 	NAT_BLACKHOLE,		/* source not allowed by the Service */
+	NAT_DROP,		/* traffic policy Local, endpoints only elsewhere */
 };
 
 static __always_inline struct nat_fe_val *
@@ -33,16 +34,17 @@ nat_fe_lookup(__be32 daddr, __u16 dport, __u8 proto, __be32 saddr)
 
 /*
  * sessionAffinity: the backend this client used last, if it is recent and
- * still sits at the same ordinal (an endpoint change voids it).
+ * still sits at the same ordinal of the set in use (an endpoint change, or
+ * a switch between the cluster and the local set, voids it).
  */
 static __always_inline bool nat_affinity_get(const struct nat_fe_val *fe, const struct aff_key *ak,
-					     __u32 n, struct nat_be_val *be, __u32 *ordinal)
+					     __u32 base, __u32 n, struct nat_be_val *be, __u32 *ordinal)
 {
 	struct aff_val *a = bpf_map_lookup_elem(&kpr_v4_aff, ak);
 	struct nat_be_key key = { .id = fe->id };
 	struct nat_be_val *cur;
 
-	if (!a || a->ordinal >= n)
+	if (!a || a->ordinal < base || a->ordinal - base >= n)
 		return false;
 	if (bpf_ktime_get_ns() - a->last_used > (__u64)fe->affinity_timeout * 1000000000ULL)
 		return false;
@@ -65,9 +67,10 @@ static __always_inline void nat_affinity_put(const struct aff_key *ak, const str
 
 /*
  * Pick a backend uniformly at random, like kube-proxy's statistic match, or
- * the client's previous one under sessionAffinity (ak != NULL). Only
- * node-local backends are eligible when the traffic policy says so; the
- * controller writes them first, at ordinals 0..local-1.
+ * the client's previous one under sessionAffinity (ak != NULL), from the
+ * local set when the traffic policy says so, else from the cluster set.
+ * With no endpoint at all the Service rejects; with endpoints only on other
+ * nodes, Local policy drops (kube-proxy: REJECT vs DROP).
  */
 static __always_inline enum nat_verdict
 nat_select_backend(const struct nat_fe_val *fe, bool local_only,
@@ -75,6 +78,7 @@ nat_select_backend(const struct nat_fe_val *fe, bool local_only,
 {
 	struct nat_be_key key = { .id = fe->id };
 	struct nat_be_val *found;
+	__u32 base = local_only ? NAT_BE_LOCAL_BASE : 0;
 	__u32 n;
 
 	if (fe->count == NAT_FE_BLACKHOLE)
@@ -82,19 +86,19 @@ nat_select_backend(const struct nat_fe_val *fe, bool local_only,
 
 	n = local_only ? fe->local : fe->count;
 	if (n == 0)
-		return NAT_REJECT;
+		return fe->count == 0 && fe->local == 0 ? NAT_REJECT : NAT_DROP;
 
-	if (ak && fe->affinity_timeout && nat_affinity_get(fe, ak, n, be, ordinal))
+	if (ak && fe->affinity_timeout && nat_affinity_get(fe, ak, base, n, be, ordinal))
 		return NAT_FWD;
 
-	key.ordinal = bpf_get_prandom_u32() % n;
+	key.ordinal = base + bpf_get_prandom_u32() % n;
 	found = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
 	if (!found) {
-		/* The controller writes backends before it raises count, so a
-		 * hole means someone edited the map by hand. Ordinal 0 is the
-		 * last slot to go; prefer it to refusing the connection. */
+		/* The controller writes backends before it raises a count, so
+		 * a hole means someone edited the map by hand. The set's first
+		 * slot is the last to go; prefer it to refusing. */
 		stat_inc(STAT_SOCK_BE_MISSING);
-		key.ordinal = 0;
+		key.ordinal = base;
 		found = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
 		if (!found)
 			return NAT_REJECT;

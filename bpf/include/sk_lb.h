@@ -115,6 +115,7 @@ static __always_inline void sk_lb_remember(struct bpf_sock_addr *ctx, __u32 svc_
 
 struct be_scan_ctx {
 	__u32 id;
+	__u32 base;		/* first ordinal of the set searched */
 	__u32 found;		/* ordinal + 1, 0 = not found */
 	__be32 addr;
 	__u16 port;
@@ -123,28 +124,30 @@ struct be_scan_ctx {
 static long be_scan_cb(__u64 i, void *data)
 {
 	struct be_scan_ctx *c = data;
-	struct nat_be_key key = { .id = c->id, .ordinal = (__u32)i };
+	struct nat_be_key key = { .id = c->id, .ordinal = c->base + (__u32)i };
 	struct nat_be_val *v = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
 
 	if (v && v->addr == c->addr && v->port == c->port) {
-		c->found = (__u32)i + 1;
+		c->found = key.ordinal + 1;
 		return 1;
 	}
 	return 0;
 }
 
 /*
- * Is the slot's backend still among the first n backends of its Service?
- * Usually it sits where it was; removing another backend may have moved it
- * into the hole (see placeBackends in the reconciler), so look for it then.
+ * Is the slot's backend still in the set the Service uses (ordinals
+ * base..base+n-1)? Usually it sits where it was; removing another backend
+ * may have moved it into the hole (see placeBackends in the reconciler), so
+ * look for it then.
  */
-static __always_inline bool sk_lb_backend_alive(struct sk_lb_slot *s, __u32 n, struct nat_be_val *be)
+static __always_inline bool sk_lb_backend_alive(struct sk_lb_slot *s, __u32 base, __u32 n,
+						struct nat_be_val *be)
 {
 	struct nat_be_key key = { .id = s->svc_id, .ordinal = s->ordinal };
 	struct nat_be_val *cur;
-	struct be_scan_ctx c = { .id = s->svc_id, .addr = s->be_addr, .port = s->be_port };
+	struct be_scan_ctx c = { .id = s->svc_id, .base = base, .addr = s->be_addr, .port = s->be_port };
 
-	if (s->ordinal < n) {
+	if (s->ordinal >= base && s->ordinal - base < n) {
 		cur = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
 		if (cur && cur->addr == s->be_addr && cur->port == s->be_port) {
 			*be = *cur;
@@ -157,9 +160,11 @@ static __always_inline bool sk_lb_backend_alive(struct sk_lb_slot *s, __u32 n, s
 	if (!c.found)
 		return false;
 	s->ordinal = c.found - 1;
-	be->addr = s->be_addr;
-	be->port = s->be_port;
-	be->pad = 0;
+	key.ordinal = s->ordinal;
+	cur = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
+	if (!cur)
+		return false;
+	*be = *cur;
 	return true;
 }
 
@@ -175,7 +180,7 @@ static __always_inline bool sk_lb_udp_sticky(struct bpf_sock_addr *ctx, const st
 	struct sk_lb_slot *s;
 	__u64 now = bpf_ktime_get_ns();
 	__u64 timeout;
-	__u32 n;
+	__u32 base, n;
 
 	if (!st || fe->count == NAT_FE_BLACKHOLE)
 		return false;
@@ -185,8 +190,14 @@ static __always_inline bool sk_lb_udp_sticky(struct bpf_sock_addr *ctx, const st
 	timeout = (s->flags & SK_LB_F_REPLIED) ? SK_LB_UDP_STREAM_TIMEOUT_NS : SK_LB_UDP_TIMEOUT_NS;
 	if (now - s->last_used > timeout)
 		return false;
-	n = (fe->flags & NAT_FLG_INTERNAL_LOCAL) ? fe->local : fe->count;
-	if (!sk_lb_backend_alive(s, n, be))
+	if (fe->flags & NAT_FLG_INTERNAL_LOCAL) {
+		base = NAT_BE_LOCAL_BASE;
+		n = fe->local;
+	} else {
+		base = 0;
+		n = fe->count;
+	}
+	if (!sk_lb_backend_alive(s, base, n, be))
 		return false;
 	s->last_used = now;
 	return true;

@@ -50,14 +50,32 @@ export class Controller {
   /** When the oldest change not yet written arrived (kube-proxy's oldestPendingQueued). */
   private pendingSince: number | undefined;
   private idleWaiters: Array<() => void> = [];
+  /** Skips already logged at info, as "object\0reason". */
+  private readonly skipsLogged = new Set<string>();
+  /** This node's zone as last used for translation. */
+  private zone: string | undefined;
 
   constructor(private readonly opts: ControllerOptions) {}
 
   start(): void {
     const { store, log } = this.opts;
+    const self = this.opts.translate?.nodeName;
+    this.zone = self === undefined ? undefined : store.node(self)?.zone;
     store.onChange = (keys) => {
       this.pendingSince ??= Date.now();
       for (const k of keys) this.dirty.add(k);
+      this.schedule(0);
+    };
+    store.onNodesChange = (names) => {
+      // This node's zone decides topology hints for every Service.
+      const self = this.opts.translate?.nodeName;
+      if (self === undefined || !names.has(self)) return;
+      const zone = store.node(self)?.zone;
+      if (zone === this.zone) return;
+      log.info({ node: self, zone }, 'node zone changed: re-selecting endpoints for every Service');
+      this.zone = zone;
+      this.pendingSince ??= Date.now();
+      for (const k of store.serviceKeys()) this.dirty.add(k);
       this.schedule(0);
     };
     store.onInvalid = (err: InvalidObject) => {
@@ -126,9 +144,14 @@ export class Controller {
     const { store, log, metrics } = this.opts;
     const svc = store.service(key);
     if (!svc) return [];
-    const t = translateService(svc, store.slicesFor(key), this.opts.translate);
+    const t = translateService(svc, store.slicesFor(key), { ...this.opts.translate, nodeZone: this.zone });
     for (const s of t.skipped) {
-      log.debug({ object: s.object, reason: s.reason }, `not programming ${s.object}: ${s.message}`);
+      // Info the first time (an operator should see an SCTP port or a stray
+      // nodePort), debug on every later resync of the same object.
+      const seen = `${s.object}\0${s.reason}`;
+      const level = this.skipsLogged.has(seen) ? 'debug' : 'info';
+      this.skipsLogged.add(seen);
+      log[level]({ object: s.object, reason: s.reason }, `not programming ${s.object}: ${s.message}`);
       metrics?.skipped.inc({ kind: 'Service', reason: s.reason });
     }
     return t.ports;

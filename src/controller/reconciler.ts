@@ -11,6 +11,11 @@
  *   3. write backends                 (before any count grows)
  *   4. write frontends with new counts
  *   5. delete trailing backends       (after the count shrank)
+ *
+ * Each Service port has two backend sets (bpf/include/maps.h): the cluster
+ * set at ordinals 0..count-1 and the node-local set from NAT_BE_LOCAL_BASE.
+ * They are placed and trimmed independently, so a change to one never
+ * moves an entry of the other.
  *   6. delete names of removed ids
  *
  * A Service port whose write fails skips its later phases, stays as it was
@@ -19,6 +24,8 @@
 import {
   backendKey,
   frontendKey,
+  NAT_BE_F_LOCAL,
+  NAT_BE_LOCAL_BASE,
   NAT_FE_BLACKHOLE,
   type Backend,
   type DesiredServicePort,
@@ -57,8 +64,10 @@ interface PortState {
   name: string;
   id: number;
   frontends: Map<string, FeEntry>;
-  /** Backend at each ordinal, as written. */
+  /** Cluster-set backend at each ordinal, as written. */
   backends: Array<NatBeVal | undefined>;
+  /** Local-set backend at each ordinal - NAT_BE_LOCAL_BASE, as written. */
+  localBackends: Array<NatBeVal | undefined>;
   metaWritten: boolean;
 }
 
@@ -110,7 +119,18 @@ const ORPHAN_PREFIX = 'orphan:';
 const MAX_ID = 0xfffffffe;
 
 function sameBackend(a: NatBeVal | undefined, b: NatBeVal | undefined): boolean {
-  return a !== undefined && b !== undefined && a.addr === b.addr && a.port === b.port;
+  return a !== undefined && b !== undefined && a.addr === b.addr && a.port === b.port && (a.flags ?? 0) === (b.flags ?? 0);
+}
+
+type Group = 'backends' | 'localBackends';
+const GROUP_BASE: Record<Group, number> = { backends: 0, localBackends: NAT_BE_LOCAL_BASE };
+
+function newState(name: string, id: number, metaWritten: boolean): PortState {
+  return { name, id, frontends: new Map(), backends: [], localBackends: [], metaWritten };
+}
+
+function hasBackends(st: PortState): boolean {
+  return st.backends.some(Boolean) || st.localBackends.some(Boolean);
 }
 
 function sameFeVal(a: NatFeVal, b: NatFeVal): boolean {
@@ -120,34 +140,25 @@ function sameFeVal(a: NatFeVal, b: NatFeVal): boolean {
 }
 
 /**
- * Ordinals for the new backend list. Backends that stay keep their ordinal
- * when it is still inside their group (local first, then remote); new ones
- * fill the holes. Removing one backend thus rewrites one slot, not the list.
+ * Ordinals for one backend set. Backends that stay keep their ordinal when
+ * it is still inside the set; new ones fill the holes. Removing one backend
+ * thus rewrites one slot, not the list.
  */
 export function placeBackends(prev: Array<NatBeVal | undefined>, desired: Backend[]): NatBeVal[] {
-  const local = desired.filter((b) => b.local);
-  const remote = desired.filter((b) => !b.local);
+  const val = (b: Backend): NatBeVal => ({ addr: b.addr, port: b.port, flags: b.local ? NAT_BE_F_LOCAL : 0 });
+  const want = new Map(desired.map((b) => [backendKey(b), b]));
   const out: Array<NatBeVal | undefined> = new Array(desired.length);
-  const place = (group: Backend[], base: number) => {
-    const want = new Set(group.map(backendKey));
-    const placed = new Set<string>();
-    for (let i = base; i < base + group.length; i++) {
-      const p = prev[i];
-      if (p && want.has(backendKey(p)) && !placed.has(backendKey(p))) {
-        out[i] = p;
-        placed.add(backendKey(p));
-      }
+  const placed = new Set<string>();
+  for (let i = 0; i < desired.length; i++) {
+    const p = prev[i];
+    const b = p && want.get(backendKey(p));
+    if (b && !placed.has(backendKey(b))) {
+      out[i] = val(b);
+      placed.add(backendKey(b));
     }
-    const rest = group.filter((b) => !placed.has(backendKey(b)));
-    for (let i = base; i < base + group.length; i++) {
-      if (!out[i]) {
-        const b = rest.shift() as Backend;
-        out[i] = { addr: b.addr, port: b.port };
-      }
-    }
-  };
-  place(local, 0);
-  place(remote, local.length);
+  }
+  const rest = desired.filter((b) => !placed.has(backendKey(b)));
+  for (let i = 0; i < desired.length; i++) if (!out[i]) out[i] = val(rest.shift() as Backend);
   return out as NatBeVal[];
 }
 
@@ -170,7 +181,7 @@ export class Reconciler {
       let st = this.byId.get(id);
       if (!st) {
         const n = name && !this.byName.has(name) ? name : `${ORPHAN_PREFIX}${id}`;
-        st = { name: n, id, frontends: new Map(), backends: [], metaWritten: n === name };
+        st = newState(n, id, n === name);
         this.byId.set(id, st);
         this.byName.set(n, st);
         maxId = Math.max(maxId, id);
@@ -190,7 +201,9 @@ export class Reconciler {
     }
     for (const [k, v] of this.maps.be.dump()) {
       const key = decodeNatBeKey(k);
-      stateFor(key.id).backends[key.ordinal] = decodeNatBeVal(v);
+      const st = stateFor(key.id);
+      if (key.ordinal >= NAT_BE_LOCAL_BASE) st.localBackends[key.ordinal - NAT_BE_LOCAL_BASE] = decodeNatBeVal(v);
+      else st.backends[key.ordinal] = decodeNatBeVal(v);
       backends++;
     }
     this.nextId = maxId + 1 > MAX_ID ? 1 : maxId + 1;
@@ -247,18 +260,19 @@ export class Reconciler {
 
     for (const [name, want] of changes) {
       let st = this.byName.get(name);
-      if (st) before.set(st, [...st.backends]);
+      if (st) before.set(st, [...st.backends, ...st.localBackends]);
       if (want === null) {
         if (!st) continue;
         removed.push(st);
         this.planFrontendDeletes(st, new Set(), feDeletes);
-        this.planBackendDeletes(st, 0, beDeletes);
+        this.planBackendDeletes(st, 'backends', 0, beDeletes);
+        this.planBackendDeletes(st, 'localBackends', 0, beDeletes);
         const s = st;
         metaDeletes.push({ port: s, key: encodeU32(s.id), commit: () => (s.metaWritten = false) });
         continue;
       }
       if (!st) {
-        st = { name, id: this.allocId(), frontends: new Map(), backends: [], metaWritten: false };
+        st = newState(name, this.allocId(), false);
         this.byName.set(name, st);
         this.byId.set(st.id, st);
         fresh.push(st);
@@ -280,24 +294,27 @@ export class Reconciler {
       }
       this.planFrontendDeletes(s, new Set(wanted.keys()), feDeletes);
 
-      const next = placeBackends(s.backends, want.backends);
-      next.forEach((b, ordinal) => {
-        if (sameBackend(s.backends[ordinal], b)) return;
-        beWrites.push({
-          port: s,
-          key: encodeNatBeKey({ id: s.id, ordinal }),
-          value: encodeNatBeVal(b),
-          commit: () => (s.backends[ordinal] = b),
+      const sizes = { backends: 0, localBackends: 0 };
+      for (const group of ['backends', 'localBackends'] as const) {
+        const next = placeBackends(s[group], want[group]);
+        sizes[group] = next.length;
+        next.forEach((b, i) => {
+          if (sameBackend(s[group][i], b)) return;
+          beWrites.push({
+            port: s,
+            key: encodeNatBeKey({ id: s.id, ordinal: GROUP_BASE[group] + i }),
+            value: encodeNatBeVal(b),
+            commit: () => (s[group][i] = b),
+          });
         });
-      });
-      this.planBackendDeletes(s, next.length, beDeletes);
+        this.planBackendDeletes(s, group, next.length, beDeletes);
+      }
 
-      const local = want.backends.filter((b) => b.local).length;
       for (const [fk, f] of wanted) {
         const val: NatFeVal = {
           id: s.id,
-          count: f.blackhole ? NAT_FE_BLACKHOLE : next.length,
-          local: f.blackhole ? 0 : local,
+          count: f.blackhole ? NAT_FE_BLACKHOLE : sizes.backends,
+          local: f.blackhole ? 0 : sizes.localBackends,
           affinityTimeout: want.affinityTimeout,
           flags: f.flags,
         };
@@ -356,24 +373,28 @@ export class Reconciler {
     run(metaDeletes, this.maps.meta, true);
 
     // The mirror holds only committed writes, so this is what left the maps,
-    // even for a port whose later phases failed.
+    // even for a port whose later phases failed. A backend still in either
+    // set (a terminating local endpoint may be in the local set only) stays.
     for (const [st, prev] of before) {
-      const now = new Set(st.backends.filter((b): b is NatBeVal => b !== undefined).map(backendKey));
+      const now = new Set(
+        [...st.backends, ...st.localBackends].filter((b): b is NatBeVal => b !== undefined).map(backendKey),
+      );
       const proto = st.name.slice(st.name.lastIndexOf('/') + 1);
       for (const b of prev) {
         if (b && !now.has(backendKey(b))) {
+          now.add(backendKey(b)); // in both sets before: report it once
           result.removedBackends.push({ svcId: st.id, name: st.name, proto, addr: b.addr, port: b.port });
         }
       }
     }
     for (const st of removed) {
-      if (failed.has(st) || st.frontends.size > 0 || st.backends.some(Boolean)) continue;
+      if (failed.has(st) || st.frontends.size > 0 || hasBackends(st)) continue;
       this.byName.delete(st.name);
       this.byId.delete(st.id);
     }
     // A brand-new port that wrote nothing keeps no id, so a retry starts clean.
     for (const st of fresh) {
-      if (failed.has(st) && !st.metaWritten && st.frontends.size === 0 && !st.backends.some(Boolean)) {
+      if (failed.has(st) && !st.metaWritten && st.frontends.size === 0 && !hasBackends(st)) {
         this.byName.delete(st.name);
         this.byId.delete(st.id);
       }
@@ -396,15 +417,16 @@ export class Reconciler {
     }
   }
 
-  private planBackendDeletes(st: PortState, from: number, out: Op[]): void {
-    for (let ordinal = from; ordinal < st.backends.length; ordinal++) {
-      if (!st.backends[ordinal]) continue;
+  private planBackendDeletes(st: PortState, group: Group, from: number, out: Op[]): void {
+    const arr = st[group];
+    for (let i = from; i < arr.length; i++) {
+      if (!arr[i]) continue;
       out.push({
         port: st,
-        key: encodeNatBeKey({ id: st.id, ordinal }),
+        key: encodeNatBeKey({ id: st.id, ordinal: GROUP_BASE[group] + i }),
         commit: () => {
-          st.backends[ordinal] = undefined;
-          while (st.backends.length > 0 && st.backends[st.backends.length - 1] === undefined) st.backends.pop();
+          arr[i] = undefined;
+          while (arr.length > 0 && arr[arr.length - 1] === undefined) arr.pop();
         },
       });
     }
@@ -416,7 +438,7 @@ export class Reconciler {
     let backends = 0;
     for (const st of this.byName.values()) {
       frontends += st.frontends.size;
-      backends += st.backends.filter(Boolean).length;
+      backends += st.backends.filter(Boolean).length + st.localBackends.filter(Boolean).length;
     }
     return { frontends, backends, ports: this.byName.size };
   }

@@ -1,14 +1,19 @@
 /**
- * The object store: the latest valid Service and EndpointSlice objects, as
- * every source delivers them, indexed by Service. It tells the controller
- * which Services changed. A malformed object is reported and skipped; if an
+ * The object store: the latest valid Service, EndpointSlice and Node
+ * objects, as every source delivers them, Services and slices indexed by
+ * Service. It tells the controller which Services and which Nodes changed. A malformed object is reported and skipped; if an
  * earlier version of it was valid, that version is kept, so bad input never
  * tears down a working Service.
  */
-import { parseEndpointSlice, parseService, type ParseResult } from '../model/objects.js';
-import { serviceKey, type EndpointSlice, type Service } from '../model/types.js';
+import { parseEndpointSlice, parseNode, parseService, type ParseResult } from '../model/objects.js';
+import { serviceKey, type EndpointSlice, type Node, type Service } from '../model/types.js';
 
-export type Kind = 'Service' | 'EndpointSlice';
+export type Kind = 'Service' | 'EndpointSlice' | 'Node';
+
+/** Nodes are cluster-scoped: keyed by name, whatever namespace a caller put in front. */
+function nodeKey(key: string): string {
+  return key.slice(key.indexOf('/') + 1);
+}
 
 export interface InvalidObject {
   kind: Kind;
@@ -37,14 +42,19 @@ export function metaKey(raw: unknown): string | undefined {
   return serviceKey(typeof m.namespace === 'string' && m.namespace ? m.namespace : 'default', m.name);
 }
 
+const NODE_TAG = 'node:';
+
 export class ObjectStore {
   private services = new Map<string, Entry<Service>>();
   private slices = new Map<string, Entry<EndpointSlice>>();
   /** service key -> slice keys */
   private slicesBySvc = new Map<string, Set<string>>();
+  private nodesByName = new Map<string, Entry<Node>>();
   private synced = new Set<Kind>();
 
   onChange: (serviceKeys: Set<string>) => void = () => {};
+  /** Nodes added, changed or removed (by name). */
+  onNodesChange: (names: Set<string>) => void = () => {};
   onInvalid: (err: InvalidObject) => void = () => {};
   onSynced: () => void = () => {};
 
@@ -62,13 +72,25 @@ export class ObjectStore {
   upsert(kind: Kind, raw: unknown): void {
     const changed = new Set<string>();
     this.upsertInto(kind, raw, changed);
-    if (changed.size) this.onChange(changed);
+    this.emit(changed);
   }
 
   remove(kind: Kind, namespace: string, name: string): void {
     const changed = new Set<string>();
     this.removeInto(kind, serviceKey(namespace, name), changed);
-    if (changed.size) this.onChange(changed);
+    this.emit(changed);
+  }
+
+  /** Node changes are tagged "node:NAME" in a change set; Services are plain keys. */
+  private emit(changed: Set<string>): void {
+    const nodes = new Set<string>();
+    const services = new Set<string>();
+    for (const k of changed) {
+      if (k.startsWith(NODE_TAG)) nodes.add(k.slice(NODE_TAG.length));
+      else services.add(k);
+    }
+    if (nodes.size) this.onNodesChange(nodes);
+    if (services.size) this.onChange(services);
   }
 
   /**
@@ -79,7 +101,7 @@ export class ObjectStore {
     const changed = new Set<string>();
     for (const r of removals) this.removeInto(r.kind, r.key, changed);
     for (const u of upserts) this.upsertInto(u.kind, u.raw, changed);
-    if (changed.size) this.onChange(changed);
+    this.emit(changed);
   }
 
   /** Replace every object of a kind with this list (a re-list, or a manifest reload). */
@@ -90,13 +112,14 @@ export class ObjectStore {
       const key = this.upsertInto(kind, raw, changed);
       if (key) seen.add(key);
     }
-    const current = kind === 'Service' ? this.services : this.slices;
+    const current = kind === 'Service' ? this.services : kind === 'Node' ? this.nodesByName : this.slices;
     for (const key of [...current.keys()]) if (!seen.has(key)) this.removeInto(kind, key, changed);
-    if (changed.size) this.onChange(changed);
+    this.emit(changed);
   }
 
   private upsertInto(kind: Kind, raw: unknown, changed: Set<string>): string | undefined {
     const key = metaKey(raw);
+    if (kind === 'Node') return this.upsertNode(raw, key, changed);
     const parsed: ParseResult<Service | EndpointSlice> = kind === 'Service' ? parseService(raw) : parseEndpointSlice(raw);
     if (!parsed.ok) {
       this.onInvalid({ kind, object: parsed.object, reason: parsed.reason, message: parsed.message });
@@ -130,7 +153,25 @@ export class ObjectStore {
     return k;
   }
 
+  private upsertNode(raw: unknown, key: string | undefined, changed: Set<string>): string | undefined {
+    const parsed = parseNode(raw);
+    if (!parsed.ok) {
+      this.onInvalid({ kind: 'Node', object: parsed.object.replace(/^Node default\//, 'Node '), reason: parsed.reason, message: parsed.message });
+      return key === undefined ? undefined : nodeKey(key);
+    }
+    const node = parsed.value;
+    const prev = this.nodesByName.get(node.name);
+    if (prev && sameValue(prev.value, node)) return node.name;
+    this.nodesByName.set(node.name, { value: node });
+    changed.add(NODE_TAG + node.name);
+    return node.name;
+  }
+
   private removeInto(kind: Kind, key: string, changed: Set<string>): void {
+    if (kind === 'Node') {
+      if (this.nodesByName.delete(nodeKey(key))) changed.add(NODE_TAG + nodeKey(key));
+      return;
+    }
     if (kind === 'Service') {
       if (this.services.delete(key)) changed.add(key);
       return;
@@ -160,7 +201,21 @@ export class ObjectStore {
     return [...this.services.keys()];
   }
 
-  counts(): { services: number; slices: number } {
-    return { services: this.services.size, slices: this.slices.size };
+  counts(): { services: number; slices: number; nodes: number } {
+    return { services: this.services.size, slices: this.slices.size, nodes: this.nodesByName.size };
+  }
+
+  node(name: string): Node | undefined {
+    return this.nodesByName.get(name)?.value;
+  }
+
+  /** Every Node of the cluster, by name order. */
+  nodes(): Node[] {
+    return [...this.nodesByName.values()].map((e) => e.value).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** InternalIP addresses of every Node (DSR peers, for example). */
+  nodeInternalIPs(): string[] {
+    return this.nodes().flatMap((n) => n.addresses.filter((a) => a.type === 'InternalIP').map((a) => a.address));
   }
 }

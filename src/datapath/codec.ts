@@ -46,6 +46,8 @@ export interface NatBeKey {
 export interface NatBeVal {
   addr: string;
   port: number;
+  /** NAT_BE_F_* (NAT_BE_F_LOCAL: the endpoint runs on this node); 0 when omitted. */
+  flags?: number;
 }
 
 export interface SkNatKey {
@@ -147,13 +149,13 @@ export function decodeNatBeKey(b: Buffer): NatBeKey {
 export function encodeNatBeVal(v: NatBeVal, out: Buffer = Buffer.alloc(NAT_BE_VAL_SIZE), off = 0): Buffer {
   writeIPv4(out, off, v.addr);
   out.writeUInt16LE(v.port, off + 4);
-  out.writeUInt16LE(0, off + 6);
+  out.writeUInt16LE(v.flags ?? 0, off + 6);
   return out;
 }
 
 export function decodeNatBeVal(b: Buffer): NatBeVal {
   checkSize(b, NAT_BE_VAL_SIZE, 'nat_be_val');
-  return { addr: readIPv4(b, 0), port: b.readUInt16LE(4) };
+  return { addr: readIPv4(b, 0), port: b.readUInt16LE(4), flags: b.readUInt16LE(6) };
 }
 
 export function encodeSkNatKey(k: SkNatKey): Buffer {

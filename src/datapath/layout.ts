@@ -91,6 +91,7 @@ export const STAT_NAMES = [
   'tc_dsr_fallback',
   'sock_udp_sticky',
   'sock_slot_overflow',
+  'sock_drop_policy',
 ] as const;
 
 export type StatName = (typeof STAT_NAMES)[number];

@@ -8,6 +8,7 @@
 import { createServer, type Server } from 'node:http';
 import type { ObjectStore } from '../controller/store.js';
 import type { Logger } from '../log.js';
+import { selectEndpoints } from '../model/endpoints.js';
 
 export interface HealthTarget {
   namespace: string;
@@ -15,17 +16,21 @@ export interface HealthTarget {
   localEndpoints: number;
 }
 
-/** Pure: the health-check port a Service needs and what it reports, if any. */
+/**
+ * Pure: the health-check port a Service needs and what it reports, if any.
+ * The count comes from the one endpoint selection: local ready endpoints,
+ * so a node left with only terminating ones fails the check and the load
+ * balancer drains it, while those endpoints still serve (kube-proxy).
+ */
 export function healthTarget(store: ObjectStore, key: string, nodeName: string | undefined): [number, HealthTarget] | undefined {
   const svc = store.service(key);
   if (!svc || svc.externalTrafficPolicy !== 'Local' || svc.healthCheckNodePort === undefined) return undefined;
+  const node = { name: nodeName, zone: nodeName === undefined ? undefined : store.node(nodeName)?.zone };
   const local = new Set<string>();
-  for (const slice of store.slicesFor(key)) {
-    if (slice.addressType !== 'IPv4') continue;
-    for (const ep of slice.endpoints) {
-      if (nodeName === undefined || ep.nodeName !== nodeName || !ep.conditions.ready) continue;
-      for (const a of ep.addresses) local.add(a);
-    }
+  const slices = store.slicesFor(key);
+  for (const sp of svc.ports) {
+    const sel = selectEndpoints(svc, sp, slices, node);
+    if (sel.localReady > 0) for (const b of sel.local) local.add(b.addr);
   }
   return [svc.healthCheckNodePort, { namespace: svc.namespace, name: svc.name, localEndpoints: local.size }];
 }

@@ -1,7 +1,8 @@
 /**
  * `kpr inspect nat`: every frontend with its Service port's name and its
- * backends, read straight from the pinned maps (like `calico-node -bpf nat
- * dump`, with names).
+ * two backend sets, read straight from the pinned maps (like `calico-node
+ * -bpf nat dump`, with names): the cluster set (ordinals 0..count-1) and the
+ * node-local set (ordinals NAT_BE_LOCAL_BASE..), printed as "local:".
  */
 import {
   decodeNatBeKey,
@@ -12,7 +13,14 @@ import {
 } from '../datapath/codec.js';
 import type { KVMap } from '../datapath/kvmap.js';
 import { ipv4ToNumber } from '../util/ipv4.js';
-import { NAT_FE_BLACKHOLE, NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_INTERNAL_LOCAL } from '../model/types.js';
+import {
+  NAT_BE_F_LOCAL,
+  NAT_BE_LOCAL_BASE,
+  NAT_FE_BLACKHOLE,
+  NAT_FLG_EXTERNAL_LOCAL,
+  NAT_FLG_INTERNAL_LOCAL,
+  type NatBackendRow,
+} from '../model/types.js';
 
 export interface NatRow {
   frontend: { addr: string; port: number; proto: string; source: string };
@@ -23,8 +31,11 @@ export interface NatRow {
   blackhole: boolean;
   affinityTimeout: number;
   flags: string[];
-  backends: Array<{ ordinal: number; addr: string; port: number; local: boolean }>;
-  /** Ordinals below count with no backend entry: a broken map. */
+  /** The cluster set, ordinals 0..count-1. */
+  backends: NatBackendRow[];
+  /** The node-local set, ordinals NAT_BE_LOCAL_BASE..+local-1. */
+  localBackends: NatBackendRow[];
+  /** Ordinals of either set with no backend entry: a broken map. */
   missing: number[];
 }
 
@@ -33,7 +44,7 @@ const PROTO_NAMES: Record<number, string> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' }
 export function natRows(maps: { fe: KVMap; be: KVMap; meta: KVMap }): NatRow[] {
   const names = new Map<number, string>();
   for (const [k, v] of maps.meta.dump()) names.set(k.readUInt32LE(0), decodeSvcMeta(v));
-  const backends = new Map<number, Map<number, { addr: string; port: number }>>();
+  const backends = new Map<number, Map<number, { addr: string; port: number; flags?: number }>>();
   for (const [k, v] of maps.be.dump()) {
     const key = decodeNatBeKey(k);
     let m = backends.get(key.id);
@@ -61,13 +72,18 @@ export function natRows(maps: { fe: KVMap; be: KVMap; meta: KVMap }): NatRow[] {
         ...(val.flags & 0x20 ? [`nodeport-mode ${['snat', 'dsr', 'hybrid', '?'][(val.flags >> 6) & 3]}`] : []),
       ],
       backends: [],
+      localBackends: [],
       missing: [],
     };
-    for (let i = 0; i < count; i++) {
-      const b = bes.get(i);
-      if (b) row.backends.push({ ordinal: i, ...b, local: i < val.local });
-      else row.missing.push(i);
-    }
+    const collect = (base: number, n: number, into: NatBackendRow[]) => {
+      for (let i = base; i < base + n; i++) {
+        const b = bes.get(i);
+        if (b) into.push({ ordinal: i, addr: b.addr, port: b.port, local: ((b.flags ?? 0) & NAT_BE_F_LOCAL) !== 0 });
+        else row.missing.push(i);
+      }
+    };
+    collect(0, count, row.backends);
+    collect(NAT_BE_LOCAL_BASE, blackhole ? 0 : val.local, row.localBackends);
     rows.push(row);
   }
   rows.sort(
@@ -85,9 +101,12 @@ export function formatNatRows(rows: NatRow[]): string {
   const table = rows.map((r) => {
     let bes: string;
     if (r.blackhole) bes = 'drop (source not allowed)';
-    else if (r.count === 0) bes = 'none: reject';
+    else if (r.count === 0 && r.local === 0) bes = 'none: reject';
     else {
-      bes = r.backends.map((b) => `${b.addr}:${b.port}${b.local ? '*' : ''}`).join(' ');
+      const list = (l: NatBackendRow[]) => l.map((b) => `${b.addr}:${b.port}${b.local ? '*' : ''}`).join(' ') || 'none';
+      bes = list(r.backends);
+      // The local set matters only where a Local policy reads it.
+      if (r.flags.some((f) => f.endsWith('-local'))) bes += ` | local: ${r.local === 0 ? 'none: drop' : list(r.localBackends)}`;
       if (r.missing.length) bes += ` MISSING ordinals ${r.missing.join(',')}`;
     }
     const extra = [...r.flags, ...(r.affinityTimeout ? [`affinity ${r.affinityTimeout}s`] : [])];
@@ -107,6 +126,6 @@ export function formatNatRows(rows: NatRow[]): string {
       .join('  ')
       .trimEnd();
   const out = [line(header), ...table.map(line)];
-  if (rows.some((r) => r.local > 0)) out.push('(* = node-local backend)');
+  if (rows.some((r) => r.backends.some((b) => b.local))) out.push('(* = node-local backend; "local:" = the set Local traffic policy uses)');
   return out.join('\n') + '\n';
 }

@@ -355,6 +355,16 @@ export class Lab {
 
 export type LabProbe = ProbeResult;
 
+/** A lab node as the kubelet would register it: zone label and InternalIP. */
+export function labNode(node: LabNode, zone: string | undefined): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name: node.name, labels: { 'kubernetes.io/hostname': node.name, ...(zone ? { 'topology.kubernetes.io/zone': zone } : {}) } },
+    status: { addresses: [{ type: 'InternalIP', address: node.ip }, { type: 'Hostname', address: node.name }] },
+  };
+}
+
 /** The manifest `lab up` writes when there is none: one Service per behaviour. */
 export function defaultLabManifest(lab: Lab): unknown[] {
   const ep = (pods: LabPod[], node: string) => pods.map((p) => ({ addresses: [p.ip], conditions: { ready: true }, nodeName: node }));
@@ -388,6 +398,8 @@ export function defaultLabManifest(lab: Lab): unknown[] {
     { ...ports[1], nodePort: base + 1 },
   ];
   return [
+    // Nodes, one zone each, so topology hints have something to match.
+    ...lab.nodes.map((n, i) => labNode(n, `zone-${String.fromCharCode(97 + i)}`)),
     svc('web', { type: 'NodePort', clusterIP: '198.18.0.10', ports: np(30080) }),
     slice('web', allEndpoints),
     // eTP=Local, endpoints only on node 2: node 1 must drop, node 2 keeps the client IP

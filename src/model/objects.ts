@@ -7,7 +7,17 @@
  * Nothing here throws on bad input and nothing does I/O.
  */
 import ipaddr from 'ipaddr.js';
-import { NODEPORT_MODE_ANNOTATION, type Endpoint, type EndpointPort, type EndpointSlice, type Protocol, type Service, type ServicePort } from './types.js';
+import { ZONE_LABEL } from './endpoints.js';
+import {
+  NODEPORT_MODE_ANNOTATION,
+  type Endpoint,
+  type EndpointPort,
+  type EndpointSlice,
+  type Node,
+  type Protocol,
+  type Service,
+  type ServicePort,
+} from './types.js';
 
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; object: string; reason: string; message: string };
 
@@ -169,8 +179,15 @@ export function parseService(raw: unknown): ParseResult<Service> {
 
     const status = field(o, 'status', 'Service');
     const lb = status ? field(status, 'loadBalancer', 'status') : undefined;
+    // ipMode Proxy: the load balancer must see the traffic (it proxies and
+    // may apply its own policy), so kube-proxy leaves that IP alone.
     const loadBalancerIPs = (lb ? list(lb, 'ingress', 'status.loadBalancer') : [])
-      .map((g, i) => (isObj(g) && g.ip !== undefined ? ip(g.ip, `status.loadBalancer.ingress[${i}].ip`) : undefined))
+      .map((g, i) => {
+        if (!isObj(g) || g.ip === undefined || g.ip === null) return undefined;
+        const addr = ip(g.ip, `status.loadBalancer.ingress[${i}].ip`);
+        const mode = str(g, 'ipMode', `status.loadBalancer.ingress[${i}]`);
+        return mode === 'Proxy' ? undefined : addr;
+      })
       .filter((a): a is string => a !== undefined && ipFamily(a) === 4);
 
     const affinity = str(spec, 'sessionAffinity', 'spec') ?? 'None';
@@ -220,6 +237,7 @@ export function parseService(raw: unknown): ParseResult<Service> {
       affinityTimeout,
       annotations,
       nodePortMode: mode as Service['nodePortMode'],
+      trafficDistribution: str(spec, 'trafficDistribution', 'spec'),
     };
   });
 }
@@ -236,6 +254,16 @@ function triggerTime(annotations: Record<string, string>): number | undefined {
   if (v === undefined) return undefined;
   const t = Date.parse(v);
   return Number.isNaN(t) ? undefined : t;
+}
+
+function hintNames(e: Obj, key: string, path: string): string[] {
+  const hints = field(e, 'hints', path);
+  if (!hints) return [];
+  return list(hints, key, `${path}.hints`).map((h, i) => {
+    const name = isObj(h) ? str(h, 'name', `${path}.hints.${key}[${i}]`) : undefined;
+    if (!name) throw new Invalid(`${path}.hints.${key}[${i}].name is missing`);
+    return name;
+  });
 }
 
 export function parseEndpointSlice(raw: unknown): ParseResult<EndpointSlice> {
@@ -267,11 +295,14 @@ export function parseEndpointSlice(raw: unknown): ParseResult<EndpointSlice> {
         addresses,
         conditions: {
           ready,
-          // kube-proxy treats a missing serving as equal to ready.
-          serving: condition(c, 'serving', ready),
+          // kube-proxy (endpointslicecache.go) reads a missing serving as
+          // true, like a missing ready; only terminating defaults to false.
+          serving: condition(c, 'serving', true),
           terminating: condition(c, 'terminating', false),
         },
         nodeName: str(e, 'nodeName', path),
+        zoneHints: hintNames(e, 'forZones', path),
+        nodeHints: hintNames(e, 'forNodes', path),
       };
     });
     return {
@@ -282,6 +313,35 @@ export function parseEndpointSlice(raw: unknown): ParseResult<EndpointSlice> {
       ports,
       endpoints,
       triggerTime: triggerTime(strMap(meta, 'annotations', 'metadata')),
+    };
+  });
+}
+
+export function parseNode(raw: unknown): ParseResult<Node> {
+  return guard(raw, 'Node', (o) => {
+    checkKind(o, 'Node', ['v1']);
+    const meta = field(o, 'metadata', 'Node');
+    const name = meta ? str(meta, 'name', 'metadata') : undefined;
+    if (!meta || !name) throw new Invalid('metadata.name is missing');
+    const labels = strMap(meta, 'labels', 'metadata');
+    const spec = field(o, 'spec', 'Node') ?? {};
+    const status = field(o, 'status', 'Node') ?? {};
+    const addresses = list(status, 'addresses', 'status').map((a, i) => {
+      const path = `status.addresses[${i}]`;
+      if (!isObj(a)) throw new Invalid(`${path} must be an object`);
+      const type = str(a, 'type', path);
+      const address = str(a, 'address', path);
+      if (!type || !address) throw new Invalid(`${path} needs type and address`);
+      return { type, address };
+    });
+    const taintKeys = list(spec, 'taints', 'spec').flatMap((t) => (isObj(t) && typeof t.key === 'string' ? [t.key] : []));
+    return {
+      name,
+      zone: labels[ZONE_LABEL] || undefined,
+      labels,
+      addresses,
+      deleting: meta.deletionTimestamp !== undefined && meta.deletionTimestamp !== null,
+      taintKeys,
     };
   });
 }

@@ -4,7 +4,7 @@
  * shared by every source.
  */
 import ipaddr from 'ipaddr.js';
-import { ipv4ToNumber } from '../util/ipv4.js';
+import { selectEndpoints } from './endpoints.js';
 import {
   IPPROTO,
   NAT_FLG_EXTERNAL,
@@ -15,7 +15,6 @@ import {
   NODEPORT_ANY,
   NODEPORT_MODE_VALUES,
   servicePortName,
-  type Backend,
   type DesiredServicePort,
   type EndpointSlice,
   type Frontend,
@@ -26,10 +25,32 @@ import {
 export interface TranslateOptions {
   /** This node's name; endpoints on it are local. */
   nodeName?: string | undefined;
-  /** This node's addresses: each gets a NodePort frontend (plus the wildcard). */
+  /** This node's topology.kubernetes.io/zone, from its Node object: topology hints are read against it. */
+  nodeZone?: string | undefined;
+  /** This node's addresses, the first one primary: each gets a NodePort frontend (plus the wildcard). */
   nodeIPs?: string[] | undefined;
+  /**
+   * kube-proxy's --nodeport-addresses: CIDRs and/or "primary". When set,
+   * only node addresses that match serve NodePorts, and there is no
+   * wildcard entry (a new address must match before it serves).
+   */
+  nodePortAddresses?: string[] | undefined;
   /** Valid NodePort range, inclusive; default 30000-32767. */
   nodePortRange?: [number, number] | undefined;
+}
+
+/** The node addresses that get NodePort frontends, and whether the any-address entry is written. */
+export function nodePortAddrs(opts: TranslateOptions): { addrs: string[]; wildcard: boolean } {
+  const ips = [...new Set(opts.nodeIPs ?? [])];
+  const filter = opts.nodePortAddresses ?? [];
+  if (filter.length === 0) return { addrs: ips, wildcard: true };
+  const cidrs = filter.filter((f) => f !== 'primary').map((c) => ipaddr.parseCIDR(c));
+  const addrs = ips.filter((a, i) => {
+    if (i === 0 && filter.includes('primary')) return true;
+    const parsed = ipaddr.parse(a);
+    return cidrs.some(([net, len]) => net.kind() === parsed.kind() && parsed.match(net, len));
+  });
+  return { addrs, wildcard: false };
 }
 
 export const DEFAULT_NODEPORT_RANGE: [number, number] = [30000, 32767];
@@ -57,49 +78,7 @@ export function serviceSkipReason(svc: Service): Skip | undefined {
   return undefined;
 }
 
-function sortBackends(list: Backend[]): Backend[] {
-  const keyed = list.map((b) => ({ b, n: ipv4ToNumber(b.addr) }));
-  keyed.sort((x, y) => (x.b.local !== y.b.local ? (x.b.local ? -1 : 1) : x.n - y.n || x.b.port - y.b.port));
-  return keyed.map((k) => k.b);
-}
-
-/** The slice port that carries a Service port's target, by port name as the EndpointSlice controller writes it. */
-function slicePort(slice: EndpointSlice, sp: ServicePort): number | undefined {
-  const byName = slice.ports.find((p) => p.name === sp.name && p.protocol === sp.protocol);
-  if (byName) return byName.port;
-  // Hand-written slices sometimes name the port after the container port.
-  if (typeof sp.targetPort === 'string') {
-    return slice.ports.find((p) => p.name === sp.targetPort && p.protocol === sp.protocol)?.port;
-  }
-  return undefined;
-}
-
-/**
- * Ready endpoints; when none is ready, serving-and-terminating ones, as
- * kube-proxy does so that connections drain instead of failing.
- */
-function backendsFor(sp: ServicePort, slices: EndpointSlice[], nodeName: string | undefined): Backend[] {
-  const ready = new Map<string, Backend>();
-  const terminating = new Map<string, Backend>();
-  for (const slice of slices) {
-    if (slice.addressType !== 'IPv4') continue;
-    const port = slicePort(slice, sp);
-    if (port === undefined) continue;
-    for (const ep of slice.endpoints) {
-      const local = nodeName !== undefined && ep.nodeName === nodeName;
-      for (const addr of ep.addresses) {
-        const key = `${addr}:${port}`;
-        const be = { addr, port, local };
-        if (ep.conditions.ready) ready.set(key, be);
-        else if (ep.conditions.serving && ep.conditions.terminating) terminating.set(key, be);
-      }
-    }
-  }
-  const chosen = ready.size > 0 ? ready : terminating;
-  return sortBackends([...chosen.values()]);
-}
-
-function frontendsFor(svc: Service, sp: ServicePort, opts: TranslateOptions): Frontend[] {
+function frontendsFor(svc: Service, sp: ServicePort, opts: TranslateOptions, withNodePort: boolean): Frontend[] {
   const proto = IPPROTO[sp.protocol as 'TCP' | 'UDP'];
   const open = { srcAddr: '0.0.0.0', srcLen: 0, blackhole: false };
   const internal = svc.internalTrafficPolicy === 'Local' ? NAT_FLG_INTERNAL_LOCAL : 0;
@@ -107,9 +86,10 @@ function frontendsFor(svc: Service, sp: ServicePort, opts: TranslateOptions): Fr
   const external = NAT_FLG_EXTERNAL | mode | (svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0);
   const out: Frontend[] = [];
   for (const addr of svc.clusterIPs) out.push({ addr, port: sp.port, proto, flags: internal, ...open });
-  if (sp.nodePort !== undefined && (svc.type === 'NodePort' || svc.type === 'LoadBalancer')) {
-    for (const addr of [...new Set(opts.nodeIPs ?? [])]) out.push({ addr, port: sp.nodePort, proto, flags: external, ...open });
-    out.push({ addr: NODEPORT_ANY, port: sp.nodePort, proto, flags: external, ...open });
+  if (withNodePort && sp.nodePort !== undefined && (svc.type === 'NodePort' || svc.type === 'LoadBalancer')) {
+    const np = nodePortAddrs(opts);
+    for (const addr of np.addrs) out.push({ addr, port: sp.nodePort, proto, flags: external, ...open });
+    if (np.wildcard) out.push({ addr: NODEPORT_ANY, port: sp.nodePort, proto, flags: external, ...open });
   }
   for (const addr of svc.externalIPs) out.push({ addr, port: sp.port, proto, flags: external, ...open });
   for (const addr of svc.loadBalancerIPs) {
@@ -118,10 +98,14 @@ function frontendsFor(svc: Service, sp: ServicePort, opts: TranslateOptions): Fr
       out.push({ addr, port: sp.port, proto, flags: external, ...open });
       continue;
     }
-    for (const [a, len] of ranges) {
-      const net = ipaddr.IPv4.networkAddressFromCIDR(`${a.toString()}/${len}`).toString();
-      out.push({ addr, port: sp.port, proto, flags: external, srcAddr: net, srcLen: len, blackhole: false });
-    }
+    const allowed = new Map<string, number>();
+    for (const [a, len] of ranges) allowed.set(ipaddr.IPv4.networkAddressFromCIDR(`${a.toString()}/${len}`).toString(), len);
+    // The node itself may always reach its LB IPs, as in kube-proxy: from
+    // its own addresses, and from the LB IP when that address is local
+    // and the packet loops back with it as the source (connect-time uses
+    // this entry for the node's own sockets).
+    for (const self of [...(opts.nodeIPs ?? []), addr]) if (!allowed.has(self)) allowed.set(self, 32);
+    for (const [net, len] of allowed) out.push({ addr, port: sp.port, proto, flags: external, srcAddr: net, srcLen: len, blackhole: false });
     // Sources outside every range hit this entry and are dropped.
     if (!ranges.some(([, len]) => len === 0)) out.push({ addr, port: sp.port, proto, flags: external, ...open, blackhole: true });
   }
@@ -144,18 +128,21 @@ export function translateService(svc: Service, slices: EndpointSlice[], opts: Tr
       continue;
     }
     const [lo, hi] = opts.nodePortRange ?? DEFAULT_NODEPORT_RANGE;
-    if (sp.nodePort !== undefined && (sp.nodePort < lo || sp.nodePort > hi)) {
+    const nodePortOk = sp.nodePort === undefined || (sp.nodePort >= lo && sp.nodePort <= hi);
+    if (!nodePortOk) {
+      // Only the NodePort frontends go; the ClusterIP, external and LB IPs stay.
       skipped.push({
         object: `Service ${svc.namespace}/${svc.name} port ${sp.name || sp.port}`,
         reason: 'nodeport-out-of-range',
-        message: `nodePort ${sp.nodePort} is outside the NodePort range ${lo}-${hi}`,
+        message: `nodePort ${sp.nodePort} is outside the NodePort range ${lo}-${hi}: NodePort frontends not programmed`,
       });
-      continue;
     }
+    const sel = selectEndpoints(svc, sp, own, { name: opts.nodeName, zone: opts.nodeZone });
     ports.push({
       name: servicePortName(svc.namespace, svc.name, sp.name, sp.protocol),
-      frontends: frontendsFor(svc, sp, opts),
-      backends: backendsFor(sp, own, opts.nodeName),
+      frontends: frontendsFor(svc, sp, opts, nodePortOk),
+      backends: sel.cluster,
+      localBackends: sel.local,
       affinityTimeout: svc.affinityTimeout,
     });
   }

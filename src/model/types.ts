@@ -36,6 +36,8 @@ export interface Service {
   annotations: Record<string, string>;
   /** kpr.io/nodeport-mode, when set */
   nodePortMode: 'snat' | 'dsr' | 'hybrid' | undefined;
+  /** spec.trafficDistribution as written (PreferClose, PreferSameZone, PreferSameNode, ...). */
+  trafficDistribution: string | undefined;
 }
 
 export interface EndpointConditions {
@@ -48,6 +50,24 @@ export interface Endpoint {
   addresses: string[];
   conditions: EndpointConditions;
   nodeName: string | undefined;
+  /** hints.forZones[].name */
+  zoneHints: string[];
+  /** hints.forNodes[].name (Kubernetes 1.33+) */
+  nodeHints: string[];
+}
+
+/** The part of a Node kpr needs: its zone and its addresses. */
+export interface Node {
+  name: string;
+  /** topology.kubernetes.io/zone label, if set */
+  zone: string | undefined;
+  labels: Record<string, string>;
+  /** status.addresses, in the order the kubelet wrote them */
+  addresses: Array<{ type: string; address: string }>;
+  /** metadata.deletionTimestamp is set */
+  deleting: boolean;
+  /** spec.taints[].key */
+  taintKeys: string[];
 }
 
 export interface EndpointPort {
@@ -101,10 +121,29 @@ export interface Backend {
 export interface DesiredServicePort {
   name: string;
   frontends: Frontend[];
-  /** Local backends first; the reconciler keeps ordinals stable within each group. */
+  /** The cluster-wide set (Cluster traffic policy), at ordinals 0..count-1. */
   backends: Backend[];
+  /**
+   * The node-local set (Local traffic policy), at ordinals
+   * NAT_BE_LOCAL_BASE..+local-1. Not a subset of `backends`: each set falls
+   * back to serving-and-terminating endpoints on its own.
+   */
+  localBackends: Backend[];
   affinityTimeout: number;
 }
+
+/** One backend as `kpr inspect nat` shows it. */
+export interface NatBackendRow {
+  ordinal: number;
+  addr: string;
+  port: number;
+  local: boolean;
+}
+
+/** First ordinal of the node-local backend set in nat_be (bpf/include/maps.h). */
+export const NAT_BE_LOCAL_BASE = 0x80000000;
+/** nat_be_val.flags: the backend runs on this node. */
+export const NAT_BE_F_LOCAL = 0x1;
 
 export const NAT_FLG_EXTERNAL_LOCAL = 0x1;
 export const NAT_FLG_INTERNAL_LOCAL = 0x2;

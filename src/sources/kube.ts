@@ -1,7 +1,8 @@
 /**
  * Kubernetes API source: core/v1 Services and discovery.k8s.io/v1
  * EndpointSlices, cluster-wide, selected as kube-proxy selects them, and
- * this node's Node object for /healthz's nodeEligible.
+ * every Node (this node's zone for topology hints and its eligibility for
+ * /healthz; the others' addresses for peer checks).
  *
  * Each kind is marked synced only after its first complete list, so the
  * controller writes nothing until both are in; after that, a failing API
@@ -29,7 +30,7 @@ export interface KubeSourceOptions {
   kubeConfig: KubeConfig;
   log: Logger;
   metrics?: Metrics | undefined;
-  /** Watch this Node for /healthz's nodeEligible. */
+  /** This node: its Node decides /healthz's nodeEligible (every Node is watched into the store). */
   nodeName?: string | undefined;
   /** Server-side timeout of each watch, in seconds. */
   watchTimeoutSeconds?: number;
@@ -118,21 +119,31 @@ export class KubeSource implements Source {
     }
     if (this.opts.nodeName) {
       const nodeName = this.opts.nodeName;
+      const isSelf = (o: unknown) => (o as { metadata?: { name?: string } } | null)?.metadata?.name === nodeName;
+      // Every Node: this node's zone drives topology hints, the others'
+      // addresses identify peer nodes.
       const informer = new ResilientInformer({
         ...common,
         kind: 'Node',
         resource: 'nodes',
         apiVersion: 'v1',
         path: '/api/v1/nodes',
-        fieldSelector: `metadata.name=${nodeName}`,
         list: (a) => core.listNode(a),
         onList: (items) => {
-          const node = items.find((n) => (n as { metadata?: { name?: string } }).metadata?.name === nodeName);
+          store.replace('Node', items);
+          store.markSynced('Node');
+          const node = items.find(isSelf);
           if (node) this.syncNode(node);
           else log.warn({ node: nodeName }, `node ${nodeName} not found; check --node-name`);
         },
-        onUpsert: (o) => this.syncNode(o),
-        onDelete: () => this.setEligible(false, 'node deleted'),
+        onUpsert: (o) => {
+          store.upsert('Node', o);
+          if (isSelf(o)) this.syncNode(o);
+        },
+        onDelete: (ns, name) => {
+          store.remove('Node', ns, name);
+          if (name === nodeName) this.setEligible(false, 'node deleted');
+        },
       });
       this.informers.push({ kind: 'Node', informer });
     }

@@ -1,5 +1,5 @@
 /**
- * Manifest source: Services and EndpointSlices from YAML files, the same
+ * Manifest source: Services, EndpointSlices and Nodes from YAML files, the same
  * objects `kubectl get -o yaml` prints (single objects, multi-document files
  * and `kind: List`). A file or a directory; changes are picked up by
  * fs.watch, backed by a slow mtime poll because editors replace files in
@@ -29,7 +29,7 @@ export interface ManifestSourceOptions {
   path: string;
   log: Logger;
   pollMs?: number;
-  /** Counts objects that are neither Services nor EndpointSlices. */
+  /** Counts objects that are not Services, EndpointSlices or Nodes. */
   onIgnored?: (object: string, reason: string) => void;
 }
 
@@ -60,6 +60,7 @@ export class ManifestSource implements Source {
     await this.reload();
     store.markSynced('Service');
     store.markSynced('EndpointSlice');
+    store.markSynced('Node');
   }
 
   async stop(): Promise<void> {
@@ -179,9 +180,9 @@ export class ManifestSource implements Source {
   private classify(file: string, doc: unknown): Array<{ kind: Kind; raw: unknown }> {
     const o = doc as { kind?: unknown; items?: unknown; metadata?: { name?: unknown } } | null;
     if (o && o.kind === 'List' && Array.isArray(o.items)) return o.items.flatMap((item) => this.classify(file, item));
-    if (o?.kind === 'Service' || o?.kind === 'EndpointSlice') return [{ kind: o.kind, raw: doc }];
+    if (o?.kind === 'Service' || o?.kind === 'EndpointSlice' || o?.kind === 'Node') return [{ kind: o.kind, raw: doc }];
     const what = `${typeof o?.kind === 'string' ? o.kind : '<no kind>'} ${typeof o?.metadata?.name === 'string' ? o.metadata.name : '<unnamed>'}`;
-    this.opts.log.warn({ file, object: what }, `ignoring ${what} in ${basename(file)}: not a Service or EndpointSlice`);
+    this.opts.log.warn({ file, object: what }, `ignoring ${what} in ${basename(file)}: not a Service, EndpointSlice or Node`);
     this.opts.onIgnored?.(what, 'wrong-kind');
     return [];
   }

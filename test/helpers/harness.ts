@@ -56,11 +56,33 @@ export class Harness {
     await rm(join(this.dir, file), { force: true });
   }
 
+  /** Where kpr reads Services from. */
+  protected sourceArgs(): string[] {
+    return ['--manifests', this.dir];
+  }
+
   startKpr(extra: string[] = []): void {
     const cli = join(repoRoot(), 'src', 'cli.ts');
     this.kpr = spawn(
       process.execPath,
-      [...nodeArgv(cli), 'run', '--manifests', this.dir, '--pin-path', this.pinPath, '--cgroup', this.cgroup, '--resync-interval', '0', ...extra],
+      [
+        ...nodeArgv(cli),
+        'run',
+        ...this.sourceArgs(),
+        '--pin-path',
+        this.pinPath,
+        '--cgroup',
+        this.cgroup,
+        '--resync-interval',
+        '0',
+        // This kpr runs in the root netns: fixed ports would collide with
+        // any other kpr there (a parallel test run, a real install).
+        '--healthz-bind-address',
+        '127.0.0.1:0',
+        '--metrics-bind-address',
+        '127.0.0.1:0',
+        ...extra,
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.kpr.stdout?.on('data', (d) => (this.kprLog += d.toString()));

@@ -5,6 +5,7 @@ import { Controller } from '../../src/controller/controller.js';
 import { Reconciler } from '../../src/controller/reconciler.js';
 import { ObjectStore } from '../../src/controller/store.js';
 import { decodeNatBeKey, decodeNatBeVal, decodeNatFeKey, decodeNatFeVal } from '../../src/datapath/codec.js';
+import { NAT_BE_LOCAL_BASE } from '../../src/model/types.js';
 import { Metrics } from '../../src/metrics.js';
 import { KubeSource, type KubeSourceOptions } from '../../src/sources/kube.js';
 import { FakeApiServer } from './apiserver.js';
@@ -17,6 +18,7 @@ export function natView(m: Maps): Record<string, string[]> {
   const bes = new Map<number, string[]>();
   for (const [k, v] of m.be.dump()) {
     const key = decodeNatBeKey(k);
+    if (key.ordinal >= NAT_BE_LOCAL_BASE) continue; // the cluster set only
     const val = decodeNatBeVal(v);
     const arr = bes.get(key.id) ?? [];
     arr[key.ordinal] = `${val.addr}:${val.port}`;

@@ -30,6 +30,22 @@ export interface SliceEndpoint {
   serving?: boolean;
   terminating?: boolean;
   node?: string;
+  /** more addresses after ip (kube-proxy uses only the first) */
+  more?: string[];
+  /** hints.forZones */
+  zones?: string[];
+  /** hints.forNodes */
+  forNodes?: string[];
+}
+
+/** A Node with a zone label and an InternalIP, as the kubelet registers it. */
+export function node(name: string, o: { zone?: string; ip?: string } = {}): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name, labels: { 'kubernetes.io/hostname': name, ...(o.zone ? { 'topology.kubernetes.io/zone': o.zone } : {}) } },
+    status: { addresses: [...(o.ip ? [{ type: 'InternalIP', address: o.ip }] : []), { type: 'Hostname', address: name }] },
+  };
 }
 
 export function slice(
@@ -51,13 +67,21 @@ export function slice(
     addressType: o.addressType ?? 'IPv4',
     ports,
     endpoints: endpoints.map((e) => ({
-      addresses: [e.ip],
+      addresses: [e.ip, ...(e.more ?? [])],
       conditions: {
         ...(e.ready === undefined ? {} : { ready: e.ready }),
         ...(e.serving === undefined ? {} : { serving: e.serving }),
         ...(e.terminating === undefined ? {} : { terminating: e.terminating }),
       },
       ...(e.node ? { nodeName: e.node } : {}),
+      ...(e.zones || e.forNodes
+        ? {
+            hints: {
+              ...(e.zones ? { forZones: e.zones.map((z) => ({ name: z })) } : {}),
+              ...(e.forNodes ? { forNodes: e.forNodes.map((n) => ({ name: n })) } : {}),
+            },
+          }
+        : {}),
     })),
   };
 }

@@ -160,7 +160,7 @@ test('connect-time load balancing, end to end', async (t) => {
         formatted: { key: Record<string, unknown>; value: Record<string, unknown> };
       }>;
       assert.deepEqual(Object.keys(be[0]!.formatted.key).sort(), ['id', 'ordinal']);
-      assert.deepEqual(Object.keys(be[0]!.formatted.value).sort(), ['addr', 'pad', 'port']);
+      assert.deepEqual(Object.keys(be[0]!.formatted.value).sort(), ['addr', 'flags', 'port']);
     });
 
     await t.test('deleting the Service removes its frontends; the VIP stops being translated', async () => {

@@ -4,11 +4,8 @@
  * client in the test cgroup reaches the backends through the ClusterIP.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { nodeArgv } from '../../src/lab/exec.js';
-import { repoRoot } from '../../src/util/paths.js';
 import { FakeApiServer } from '../helpers/apiserver.js';
 import { Harness } from '../helpers/harness.js';
 import { service, slice } from '../helpers/objects.js';
@@ -20,33 +17,8 @@ const VIP = '198.18.0.20';
 class KubeHarness extends Harness {
   kubeconfig = '';
 
-  override startKpr(extra: string[] = []): void {
-    const cli = join(repoRoot(), 'src', 'cli.ts');
-    this.kpr = spawn(
-      process.execPath,
-      [
-        ...nodeArgv(cli),
-        'run',
-        '--kubeconfig',
-        this.kubeconfig,
-        '--node-name',
-        'node-1',
-        '--pin-path',
-        this.pinPath,
-        '--cgroup',
-        this.cgroup,
-        '--resync-interval',
-        '0',
-        '--healthz-bind-address',
-        '127.0.0.1:0',
-        '--metrics-bind-address',
-        '127.0.0.1:0',
-        ...extra,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    this.kpr.stdout?.on('data', (d) => (this.kprLog += d.toString()));
-    this.kpr.stderr?.on('data', (d) => (this.kprLog += d.toString()));
+  protected override sourceArgs(): string[] {
+    return ['--kubeconfig', this.kubeconfig, '--node-name', 'node-1'];
   }
 
   /** The health address kpr logged. */

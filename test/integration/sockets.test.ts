@@ -128,9 +128,7 @@ test('socket state of the connect-time path', async (t) => {
     };
     await h.writeManifest('svc.yaml', objects(all));
     // A tiny overflow map: under the old LRU design most of these sockets would have lost their reverse NAT.
-    // No listeners: other kpr runs on this machine may hold the default ports.
-    const quiet = ['--healthz-bind-address', '', '--metrics-bind-address', ''];
-    h.startKpr(['--map-size-sk-nat', '16', ...quiet]);
+    h.startKpr(['--map-size-sk-nat', '16']);
     await withBackends(all);
 
     await t.test('issue 9.4: 300 concurrent TCP and 100 connected UDP sockets (overflow map of 16) all report the VIP', async () => {
@@ -282,7 +280,7 @@ test('socket state of the connect-time path', async (t) => {
     await t.test('issue 11 §1: --destroy-tcp-to-removed-backends aborts them within 1 s', async () => {
       assert.equal(await h.stopKpr(), 0);
       h.kprLog = '';
-      h.startKpr(['--map-size-sk-nat', '16', '--destroy-tcp-to-removed-backends', ...quiet]);
+      h.startKpr(['--map-size-sk-nat', '16', '--destroy-tcp-to-removed-backends']);
       const end = Date.now() + 30_000;
       while (!h.kprLog.includes('"msg":"synced"') && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
       assert.match(h.kprLog, /"msg":"synced"/);

@@ -209,6 +209,16 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.equal(allowed.out.dst, REMOTE_BE);
   });
 
+  test('loadBalancerSourceRanges never block the node itself: its address, or the LB IP looped back', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    for (const [src, sport] of [[NODE, 45005], ['198.18.100.1', 45006]] as const) {
+      const r = run('kpr_from_host', packet({ src, dst: '198.18.100.1', proto: TCP, sport, dport: 80, tcpFlags: TCP_SYN }));
+      assert.notEqual(r.retval, TC_ACT_SHOT, `from ${src}`);
+      assert.equal(r.out.dst, REMOTE_BE, `from ${src}`);
+    }
+  });
+
   test('truncated and non-IPv4 packets pass untouched', (t) => {
     if (skipped) return t.skip('not root');
     clearCt();

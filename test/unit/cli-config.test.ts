@@ -111,3 +111,9 @@ test('the environment of `kpr run` does not break other commands', () => {
   assert.doesNotMatch(r.stderr, /Unknown argument|unknown environment/);
   assert.match(r.stderr, /no pinned map/);
 });
+
+test('--nodeport-addresses takes IPv4 CIDRs and "primary"; anything else stops start-up', () => {
+  const r = kpr([...base, '--nodeport-addresses', 'primary', 'nonsense']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /--nodeport-addresses must be an IPv4 CIDR like .*"nonsense"/);
+});

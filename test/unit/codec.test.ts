@@ -41,9 +41,10 @@ test('nat_fe_val: five u32 in host order', () => {
 test('nat_be key and value: 8 bytes each', () => {
   assert.equal(encodeNatBeKey({ id: 258, ordinal: 1 }).toString('hex'), '0201000001000000');
   assert.deepEqual(decodeNatBeKey(Buffer.from('0201000001000000', 'hex')), { id: 258, ordinal: 1 });
-  const v = encodeNatBeVal({ addr: '192.0.2.7', port: 8080 });
-  assert.equal(v.toString('hex'), 'c0000207' + '901f' + '0000');
-  assert.deepEqual(decodeNatBeVal(v), { addr: '192.0.2.7', port: 8080 });
+  const v = encodeNatBeVal({ addr: '192.0.2.7', port: 8080, flags: 1 });
+  assert.equal(v.toString('hex'), 'c0000207' + '901f' + '0100');
+  assert.deepEqual(decodeNatBeVal(v), { addr: '192.0.2.7', port: 8080, flags: 1 });
+  assert.equal(encodeNatBeVal({ addr: '192.0.2.7', port: 8080 }).readUInt16LE(6), 0);
 });
 
 test('sk_nat key: cookie u64, backend address, port', () => {

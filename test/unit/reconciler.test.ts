@@ -9,14 +9,16 @@ import {
   decodeSvcMeta,
 } from '../../src/datapath/codec.js';
 import type { KVMap } from '../../src/datapath/kvmap.js';
-import type { Backend, DesiredServicePort } from '../../src/model/types.js';
+import { NAT_BE_LOCAL_BASE, type Backend, type DesiredServicePort } from '../../src/model/types.js';
 import { memoryNatMaps } from '../helpers/memmaps.js';
 
-function port(name: string, vip: string, backends: string[], local = 0): DesiredServicePort {
+function port(name: string, vip: string, backends: string[], local = 0, localSet?: string[]): DesiredServicePort {
+  const bes = backends.map((a, i) => ({ addr: a, port: 8080, local: i < local }));
   return {
     name,
     frontends: [{ addr: vip, port: 80, proto: 6, srcAddr: '0.0.0.0', srcLen: 0, flags: 0, blackhole: false }],
-    backends: backends.map((a, i) => ({ addr: a, port: 8080, local: i < local })),
+    backends: bes,
+    localBackends: localSet ? localSet.map((a) => ({ addr: a, port: 8080, local: true })) : bes.filter((b) => b.local),
     affinityTimeout: 0,
   };
 }
@@ -28,13 +30,15 @@ function view(m: NatMaps) {
   for (const [k, v] of m.be.dump()) {
     const key = decodeNatBeKey(k);
     const arr = bes.get(key.id) ?? [];
-    arr[key.ordinal] = decodeNatBeVal(v).addr;
+    // local set shown after the cluster set, as "L<i>:addr"
+    if (key.ordinal >= NAT_BE_LOCAL_BASE) arr[1000 + key.ordinal - NAT_BE_LOCAL_BASE] = `L${key.ordinal - NAT_BE_LOCAL_BASE}:${decodeNatBeVal(v).addr}`;
+    else arr[key.ordinal] = decodeNatBeVal(v).addr;
     bes.set(key.id, arr);
   }
   return m.fe.dump().map(([k, v]) => {
     const key = decodeNatFeKey(k);
     const val = decodeNatFeVal(v);
-    return { vip: key.addr, name: names.get(val.id), id: val.id, count: val.count, local: val.local, backends: bes.get(val.id) ?? [] };
+    return { vip: key.addr, name: names.get(val.id), id: val.id, count: val.count, local: val.local, backends: (bes.get(val.id) ?? []).filter(Boolean) };
   });
 }
 
@@ -76,8 +80,8 @@ test('placeBackends keeps surviving backends on their ordinal and fills holes', 
   const prev = ['a', 'b', 'c', 'd'].map((a) => ({ addr: a, port: 1 }));
   assert.deepEqual(placeBackends(prev, [b('a'), b('c'), b('d')]).map((x) => x.addr), ['a', 'd', 'c']);
   assert.deepEqual(placeBackends(prev, [b('a'), b('b'), b('c'), b('d'), b('e')]).map((x) => x.addr), ['a', 'b', 'c', 'd', 'e']);
-  // local group first, whatever the previous order
-  assert.deepEqual(placeBackends(prev, [b('c', true), b('a'), b('b')]).map((x) => x.addr), ['c', 'b', 'a']);
+  // a node-local endpoint is flagged in its value (the tc DSR decision reads it)
+  assert.deepEqual(placeBackends(prev, [b('c', true), b('a'), b('b')]).map((x) => [x.addr, x.flags]), [['a', 0], ['b', 0], ['c', 1]]);
 });
 
 test('writes frontends, backends and names; reads back byte-exact', () => {
@@ -87,8 +91,35 @@ test('writes frontends, backends and names; reads back byte-exact', () => {
   const res = r.syncAll(new Map([['default/web:http/TCP', port('default/web:http/TCP', '198.18.0.10', ['192.0.2.1', '192.0.2.2'], 1)]]));
   assert.deepEqual(res.failed, []);
   assert.deepEqual(view(m), [
-    { vip: '198.18.0.10', name: 'default/web:http/TCP', id: 1, count: 2, local: 1, backends: ['192.0.2.1', '192.0.2.2'] },
+    { vip: '198.18.0.10', name: 'default/web:http/TCP', id: 1, count: 2, local: 1, backends: ['192.0.2.1', '192.0.2.2', 'L0:192.0.2.1'] },
   ]);
+});
+
+test('the local set has its own ordinals: a terminating local endpoint outside the cluster set', () => {
+  const m = memoryNatMaps();
+  const log: string[] = [];
+  const r = new Reconciler(tracing(m, log));
+  r.adopt();
+  const name = 'default/web:http/TCP';
+  // cluster: two remote ready endpoints; local: a terminating one that is in neither
+  r.syncAll(new Map([[name, port(name, '198.18.0.10', ['192.0.2.1', '192.0.2.2'], 0, ['192.0.2.9'])]]));
+  assert.deepEqual(view(m), [{ vip: '198.18.0.10', name, id: 1, count: 2, local: 1, backends: ['192.0.2.1', '192.0.2.2', 'L0:192.0.2.9'] }]);
+  // the local set grows: written at its own ordinals before the count; the cluster set is untouched
+  log.length = 0;
+  r.syncAll(new Map([[name, port(name, '198.18.0.10', ['192.0.2.1', '192.0.2.2'], 0, ['192.0.2.8', '192.0.2.9'])]]));
+  assert.deepEqual(log, [`be+${NAT_BE_LOCAL_BASE + 1}`, 'fe+count=2']);
+  assert.deepEqual(view(m)[0]?.backends, ['192.0.2.1', '192.0.2.2', 'L0:192.0.2.9', 'L1:192.0.2.8']);
+  // it empties: count first, then the entries
+  log.length = 0;
+  r.syncAll(new Map([[name, port(name, '198.18.0.10', ['192.0.2.1', '192.0.2.2'], 0, [])]]));
+  assert.deepEqual(log, ['fe+count=2', `be-${NAT_BE_LOCAL_BASE}`, `be-${NAT_BE_LOCAL_BASE + 1}`]);
+  assert.equal(view(m)[0]?.local, 0);
+  // a restarted reconciler adopts both sets and writes nothing
+  const r2 = new Reconciler(tracing(m, log));
+  assert.equal(r2.adopt().backends, 2);
+  log.length = 0;
+  r2.syncAll(new Map([[name, port(name, '198.18.0.10', ['192.0.2.1', '192.0.2.2'], 0, [])]]));
+  assert.deepEqual(log, []);
 });
 
 test('scale up writes backends before the count grows; scale down shrinks the count before deleting', () => {

@@ -119,14 +119,15 @@ test('slices of other Services and other namespaces do not leak in', () => {
   assert.deepEqual(translateService(s, [other, otherNs]).ports[0]?.backends, []);
 });
 
-test('local endpoints come first and are marked; traffic policies set frontend flags', () => {
+test('local endpoints are marked and form the local set; traffic policies set frontend flags', () => {
   const s = svc(service('web', { extra: { internalTrafficPolicy: 'Local', externalTrafficPolicy: 'Local', externalIPs: ['198.18.5.5'] } }));
   const a = sl(slice('web-a', 'web', [{ ip: '192.0.2.1', node: 'n2' }, { ip: '192.0.2.9', node: 'n1' }]));
   const t = translateService(s, [a], { nodeName: 'n1' });
   assert.deepEqual(t.ports[0]?.backends, [
-    { addr: '192.0.2.9', port: 8080, local: true },
     { addr: '192.0.2.1', port: 8080, local: false },
+    { addr: '192.0.2.9', port: 8080, local: true },
   ]);
+  assert.deepEqual(t.ports[0]?.localBackends, [{ addr: '192.0.2.9', port: 8080, local: true }]);
   assert.deepEqual(t.ports[0]?.frontends.map((f) => [f.addr, f.flags]), [
     ['198.18.0.10', NAT_FLG_INTERNAL_LOCAL],
     ['198.18.5.5', NAT_FLG_EXTERNAL | NAT_FLG_EXTERNAL_LOCAL],
@@ -147,21 +148,54 @@ test('NodePort: a frontend per node IP plus the wildcard, external and with the 
   assert.equal(translateService(c, [], { nodeIPs: ['198.51.100.1'] }).ports[0]?.frontends.length, 1);
 });
 
-test('a nodePort outside the configured range is skipped with a reason', () => {
-  const s = svc(service('np', { type: 'NodePort', ports: [{ name: 'a', port: 80, nodePort: 30080 }, { name: 'b', port: 81, nodePort: 40000 }] }));
-  const t = translateService(s, [], { nodePortRange: [30000, 32767] });
-  assert.deepEqual(t.ports.map((p) => p.name), ['default/np:a/TCP']);
-  assert.equal(t.skipped[0]?.reason, 'nodeport-out-of-range');
+test('a nodePort outside the configured range loses only its NodePort frontends, with a reason', () => {
+  const s = svc(
+    service('np', {
+      type: 'NodePort',
+      ports: [{ name: 'a', port: 80, nodePort: 30080 }, { name: 'b', port: 81, nodePort: 40000 }],
+      extra: { externalIPs: ['198.18.5.5'] },
+    }),
+  );
+  const t = translateService(s, [], { nodePortRange: [30000, 32767], nodeIPs: ['198.51.100.1'] });
+  assert.deepEqual(t.ports.map((p) => p.name), ['default/np:a/TCP', 'default/np:b/TCP']);
+  assert.deepEqual(t.ports[1]?.frontends.map((f) => `${f.addr}:${f.port}`), ['198.18.0.10:81', '198.18.5.5:81']);
+  assert.equal(t.ports[0]?.frontends.filter((f) => f.port === 30080).length, 2);
+  assert.deepEqual(t.skipped.map((x) => [x.object, x.reason]), [['Service default/np port b', 'nodeport-out-of-range']]);
+});
+
+test('--nodeport-addresses: only matching node addresses serve NodePorts, "primary" is the first, no wildcard', () => {
+  const s = svc(service('np', { type: 'NodePort', ports: [{ name: 'a', port: 80, nodePort: 30080 }] }));
+  const np = (filter: string[] | undefined) =>
+    translateService(s, [], { nodeIPs: ['198.51.100.1', '203.0.113.1', '192.0.2.7'], nodePortAddresses: filter })
+      .ports[0]?.frontends.filter((f) => f.port === 30080)
+      .map((f) => f.addr);
+  assert.deepEqual(np(undefined), ['198.51.100.1', '203.0.113.1', '192.0.2.7', '255.255.255.255']);
+  assert.deepEqual(np(['203.0.113.0/24']), ['203.0.113.1']);
+  assert.deepEqual(np(['primary']), ['198.51.100.1']);
+  assert.deepEqual(np(['primary', '192.0.2.0/24']), ['198.51.100.1', '192.0.2.7']);
+  assert.deepEqual(np(['10.0.0.0/8']), []);
+});
+
+test('LoadBalancer ingress with ipMode Proxy is not programmed; VIP mode and unset are', () => {
+  const raw = service('lb', { type: 'LoadBalancer' });
+  (raw as { status?: unknown }).status = {
+    loadBalancer: { ingress: [{ ip: '198.18.9.1', ipMode: 'Proxy' }, { ip: '198.18.9.2', ipMode: 'VIP' }, { ip: '198.18.9.3' }] },
+  };
+  const t = translateService(svc(raw), []);
+  assert.deepEqual(t.ports[0]?.frontends.map((f) => f.addr), ['198.18.0.10', '198.18.9.2', '198.18.9.3']);
 });
 
 test('loadBalancerSourceRanges become source prefixes plus a blackhole', () => {
   const raw = service('lb', { type: 'LoadBalancer', extra: { loadBalancerSourceRanges: ['203.0.113.0/24', '198.51.100.7/32'] } });
   (raw as { status?: unknown }).status = { loadBalancer: { ingress: [{ ip: '198.18.9.9' }] } };
-  const t = translateService(svc(raw), []);
+  const t = translateService(svc(raw), [], { nodeIPs: ['192.0.2.1'] });
   const lb = t.ports[0]?.frontends.filter((f) => f.addr === '198.18.9.9');
+  // the node itself (its addresses, and the LB IP looped back) is always allowed, as in kube-proxy
   assert.deepEqual(lb?.map((f) => [f.srcAddr, f.srcLen, f.blackhole]), [
     ['203.0.113.0', 24, false],
     ['198.51.100.7', 32, false],
+    ['192.0.2.1', 32, false],
+    ['198.18.9.9', 32, false],
     ['0.0.0.0', 0, true],
   ]);
 });
