@@ -37,6 +37,7 @@ function manifest(b: LabNode): unknown[] {
       spec: {
         type: 'NodePort',
         clusterIP: `198.18.2.${10 + i}`,
+        externalIPs: [`198.18.2.${50 + i}`],
         ports: [
           { name: 'tcp', port: 80, protocol: 'TCP', targetPort: POD_PORT, nodePort: base },
           { name: 'udp', port: 53, protocol: 'UDP', targetPort: POD_PORT, nodePort: base + 1 },
@@ -71,7 +72,9 @@ test('DSR, SNAT and hybrid NodePort through node A to backends on node B', async
     return { out, reqs, socketErrors: /Socket errors/.test(out), non2xx: /Non-2xx/.test(out) };
   };
   try {
-    await lab.up({ manifest: manifest(b) });
+    // Node B honours the DSR option only from its peers (the nodes).
+    const peers = ['--cluster-node-ips', a.ip, b.ip];
+    await lab.up({ manifest: manifest(b), kprArgs: peers });
     for (const node of lab.nodes) await lab.waitFor(async () => (await lab.kprLog(node)).includes('"msg":"synced"'), `kpr on ${node.name}`);
 
     for (const [mode, tcpDsr, udpDsr] of [
@@ -133,13 +136,13 @@ test('DSR, SNAT and hybrid NodePort through node A to backends on node B', async
 
     await t.test('DSR: an oversized DF datagram gets frag-needed; the next one is fragmented and served by SNAT', async () => {
       const before = stats(a);
-      // 1472 bytes of UDP payload fill a 1500-byte MTU; the option needs 8 more.
+      // 1472 bytes of UDP payload fill a 1500-byte MTU; the option needs 12 more.
       const first = await lab.probe(ext, ['udp', a.ip, String(MODES.dsr + 1), '--count', '1', '--size', '1472', '--timeout', '1000']);
       assert.equal(first.ok, 0);
       assert.equal(delta(stats(a), before).tc_frag_needed, 1, 'node A sent frag-needed');
       const route = await run('ip', ['-n', lab.extNs, 'route', 'get', a.ip]);
-      assert.match(route, /mtu 1492/, `the client learnt the path MTU: ${route}`);
-      // The client's kernel now fragments to 1492; fragments take the SNAT path.
+      assert.match(route, /mtu 1488/, `the client learnt the path MTU: ${route}`);
+      // The client's kernel now fragments to 1488; fragments take the SNAT path.
       const second = await lab.probe(ext, ['udp', a.ip, String(MODES.dsr + 1), '--count', '3', '--size', '1472']);
       assert.equal(second.ok, 3);
       assert.deepEqual(second.seenAs, { [a.ip]: 3 });
@@ -149,9 +152,26 @@ test('DSR, SNAT and hybrid NodePort through node A to backends on node B', async
       assert.deepEqual(small.seenAs, { [LAB_EXT_IP]: 3 });
     });
 
+    await t.test('DSR: frag-needed for an established flow quotes the packet the client sent, to the address it used', async () => {
+      const extIP = '198.18.2.51'; // the dsr Service's externalIP, routed to node A
+      const before = stats(a);
+      const small = await lab.probe(ext, ['udp', extIP, '53', '--count', '1', '--bind-port', '40888']);
+      assert.deepEqual(small.seenAs, { [LAB_EXT_IP]: 1 }, 'the flow goes by DSR');
+      const mid = stats(a);
+      const big = await lab.probe(ext, ['udp', extIP, '53', '--count', '1', '--bind-port', '40888', '--size', '1472', '--timeout', '1000']);
+      assert.equal(big.ok, 0);
+      assert.equal(delta(stats(a), mid).tc_frag_needed, 1, 'node A sent frag-needed on the known flow');
+      assert.equal(delta(stats(a), mid).tc_fwd_new ?? 0, 0, 'no new flow was made');
+      assert.equal(delta(mid, before).tc_frag_needed ?? 0, 0);
+      // The client's kernel files the MTU under the quoted destination: the
+      // externalIP only if the quote is the packet as the client sent it.
+      const route = await run('ip', ['-n', lab.extNs, 'route', 'get', extIP]);
+      assert.match(route, /mtu 1488/, `the client learnt the path MTU of the address it used: ${route}`);
+    });
+
     await t.test('--nodeport-mode dsr on the node, with an opt-out CIDR falling back to SNAT', async () => {
       await lab.stopKpr(a);
-      await lab.startKpr(a, ['--nodeport-mode', 'dsr', '--dsr-optout-cidrs', `${LAB_EXT_IP2}/32`]);
+      await lab.startKpr(a, ['--nodeport-mode', 'dsr', '--dsr-optout-cidrs', `${LAB_EXT_IP2}/32`, ...peers]);
       await lab.waitFor(async () => (await lab.kprLog(a)).split('"msg":"kpr running"').length > 2, 'kpr restart on node A');
       const plain = await lab.probe(ext, ['tcp', a.ip, String(MODES.plain), '--count', '20']);
       assert.deepEqual(plain.seenAs, { [LAB_EXT_IP]: 20 }, 'the node default now gives DSR');
