@@ -16,6 +16,8 @@ import type { DesiredServicePort } from '../../src/model/types.js';
 import { service, slice } from '../helpers/objects.js';
 import { ICMP, packet, parse, TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, UDP } from '../helpers/packet.js';
 import { requireRoot } from '../helpers/privileged.js';
+import { Worker } from 'node:worker_threads';
+import { addonPath } from '../../src/datapath/addon.js';
 
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
@@ -188,6 +190,47 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.deepEqual([fwd.val.natAddr, fwd.val.natPort, fwd.val.natSaddr], [REMOTE_BE, 8080, '0.0.0.0']);
     assert.deepEqual([r.val.natAddr, r.val.natPort, r.val.natSaddr, r.val.natSport], ['198.18.0.13', 80, POD, 40200]);
     assert.equal(dp!.readStats().tc_ct_collision - before.tc_ct_collision, 0);
+  });
+
+  test('two CPUs racing on the first packet of each flow: one FWD and one matching REV per flow, no orphan', async (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const before = dp!.readStats();
+    const FLOWS = 3000;
+    // 198.18.0.10 has two backends: racers that pick different ones would
+    // each leave a REV entry, and the loser's must go.
+    const packets = Array.from({ length: FLOWS }, (_, i) =>
+      packet({ src: POD, dst: '198.18.0.10', proto: TCP, sport: 20000 + i, dport: 80, tcpFlags: TCP_SYN }),
+    );
+    const sync = new SharedArrayBuffer(4);
+    const workers = [0, 1].map(
+      () =>
+        new Worker(new URL('../helpers/race-worker.mjs', import.meta.url), {
+          workerData: { addon: addonPath(), fd: dp!.tcProgFd('kpr_from_pod'), packets, sync },
+        }),
+    );
+    await Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => w.on('exit', () => resolve()).on('error', reject))));
+    const races = dp!.readStats().tc_ct_race - before.tc_ct_race;
+    t.diagnostic(`${FLOWS} flows, ${races} lost races resolved`);
+    const byPort = new Map<number, { fwd: number; rev: number; fwdBackend?: string; revBackends: string[] }>();
+    for (const { key, val } of ctEntries()) {
+      const clientPort = key.addrA === POD ? key.portA : key.portB;
+      const e = byPort.get(clientPort) ?? { fwd: 0, rev: 0, revBackends: [] };
+      if (val.type === CT_FWD) {
+        e.fwd++;
+        e.fwdBackend = val.natAddr;
+      } else {
+        e.rev++;
+        e.revBackends.push(key.addrA === POD ? key.addrB : key.addrA);
+      }
+      byPort.set(clientPort, e);
+    }
+    assert.equal(byPort.size, FLOWS);
+    for (const [p, e] of byPort) {
+      assert.deepEqual([e.fwd, e.rev], [1, 1], `flow from port ${p}: ${JSON.stringify(e)}`);
+      assert.deepEqual(e.revBackends, [e.fwdBackend], `flow from port ${p}: REV is at the FWD's backend`);
+    }
+    assert.ok(races > 0, 'the workers did race on some first packets (otherwise this test proves nothing)');
   });
 
   test('a reset flow of another VIP leaves its tuple free: the new flow takes it over without SNAT', (t) => {
