@@ -6,6 +6,7 @@
 import { createSocket } from 'node:dgram';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
+import { sendBytes } from './bulk.js';
 
 function arg(name: string, dflt?: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -61,17 +62,7 @@ if (bulkPort) {
     let got = 0;
     const answer = () => {
       sock.write(`${name} ${sock.remoteAddress}:${sock.remotePort} ${got}\n`);
-      const chunk = Buffer.alloc(64 << 10, 0x62);
-      let left = down;
-      const pump = () => {
-        while (left > 0) {
-          const n = Math.min(left, chunk.length);
-          left -= n;
-          if (!sock.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return void sock.once('drain', pump);
-        }
-        sock.end();
-      };
-      pump();
+      sendBytes(sock, down, 0x62, () => sock.end());
     };
     sock.on('data', (d: Buffer) => {
       if (want < 0) {

@@ -7,6 +7,7 @@
  */
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
+import { sendBytes } from './bulk.js';
 import type { ProbeResult } from './probe-result.js';
 
 type Summary = ProbeResult;
@@ -89,16 +90,7 @@ function bulkOnce(): Promise<void> {
     sock.on('connect', () => {
       peer = `${sock.remoteAddress}:${sock.remotePort}`;
       sock.write(`${download} ${upload}\n`);
-      const chunk = Buffer.alloc(64 << 10, 0x61);
-      let left = upload;
-      const pump = () => {
-        while (left > 0) {
-          const n = Math.min(left, chunk.length);
-          left -= n;
-          if (!sock.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return void sock.once('drain', pump);
-        }
-      };
-      pump();
+      sendBytes(sock, upload, 0x61);
     });
     sock.on('data', (d: Buffer) => parts.push(d));
     sock.on('end', () => {
