@@ -233,6 +233,29 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.ok(races > 0, 'the workers did race on some first packets (otherwise this test proves nothing)');
   });
 
+  test('a UDP flow whose backend is removed moves to a live one on its next datagram, without leaving a second FWD', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const dgram = () => run('kpr_from_host', packet({ src: CLIENT, dst: NODE, proto: UDP, sport: 40999, dport: 30053, payload: Buffer.from('q') }));
+    const first = dgram().out;
+    assert.ok([LOCAL_BE, REMOTE_BE].includes(first.dst));
+    const d = desired();
+    const web = d.get([...d.keys()].find((k) => k.includes('web') && k.includes('dns'))!)!;
+    const r = new Reconciler(dp!.maps);
+    r.adopt();
+    const without = new Map(d);
+    without.set(web.name, { ...web, backends: web.backends.filter((b) => b.addr !== first.dst) });
+    assert.deepEqual(r.syncAll(without).failed, []);
+    try {
+      const next = dgram().out;
+      assert.notEqual(next.dst, first.dst, 'the removed backend no longer gets the flow');
+      assert.equal(ctEntries().filter((e) => e.val.type === CT_FWD).length, 1);
+      assert.equal(dgram().out.dst, next.dst, 'and the flow stays on its new backend');
+    } finally {
+      assert.deepEqual(r.syncAll(d).failed, []);
+    }
+  });
+
   test('a reset flow of another VIP leaves its tuple free: the new flow takes it over without SNAT', (t) => {
     if (skipped) return t.skip('not root');
     clearCt();
