@@ -113,22 +113,26 @@ static __noinline int ct_fwd_xlate(struct __sk_buff *skb, struct pkt *p, struct 
 	{
 		__be32 fe_addr = p->daddr;
 		__u16 fe_port = p->dport;
+		bool dsr_opt = (fwd->flags & CT_F_DSR) && dsr_carries_opt(p);
+		int mtu = 0;
 
-		if (nat_rewrite(skb, p, saddr, sport, fwd->nat_addr, fwd->nat_port))
-			return TC_ACT_SHOT;
 		/* Keep the backend's node informed; a datagram with no room goes
-		 * without the option, and matches the entry learnt earlier. */
-		if ((fwd->flags & CT_F_DSR) && dsr_carries_opt(p)) {
-			int mtu = dsr_room(skb, p, fwd->nat_addr);
-
+		 * without the option, and matches the entry learnt earlier. Room
+		 * is checked before NAT so that a frag-needed comes from the
+		 * address the client talks to and quotes what the client sent. */
+		if (dsr_opt) {
+			mtu = dsr_room(skb, p, fwd->nat_addr);
 			if (mtu && p->df) {
 				stat_inc(STAT_TC_FRAG_NEEDED);
 				return icmp_send_unreach(skb, p, ICMP_FRAG_NEEDED, mtu);
 			}
-			if (!mtu && dsr_add_opt(skb, p, fe_addr, fe_port))
+		}
+		if (nat_rewrite(skb, p, saddr, sport, fwd->nat_addr, fwd->nat_port))
+			return TC_ACT_SHOT;
+		if (dsr_opt && !mtu) {
+			if (dsr_add_opt(skb, p, fe_addr, fe_port))
 				return TC_ACT_SHOT;
-			if (!mtu)
-				stat_inc(STAT_TC_DSR_FWD);
+			stat_inc(STAT_TC_DSR_FWD);
 		}
 	}
 	stat_inc(STAT_TC_FWD);
@@ -193,17 +197,50 @@ struct nat_choice {
 	__u32 svc_id;
 	__u32 ordinal;
 	struct nat_be_val be;
-	__be32 snat_addr;	/* 0: no SNAT */
+	__be32 snat_addr;	/* in: 0 for no SNAT; out: the source used (0: none) */
+	__be32 fallback_addr;	/* SNAT source when the client's own tuple is taken */
 	__u16 snat_port;	/* out: the client' port chosen */
 	__u16 snat_lo;
 	__u16 snat_hi;
 	__u8 flags;		/* extra CT_F_* for both entries (CT_F_DSR) */
+	__u8 replace_fwd;	/* the flow's FWD entry is stale: replace it */
 };
 
+enum ct_create_rc {
+	CT_CREATE_FAIL = -1,
+	CT_CREATE_OK = 0,
+	CT_CREATE_LOST = 1,	/* another CPU created this flow first; use its entries */
+};
+
+/* Does this REV entry belong to the flow the packet opens (client -> frontend)? */
+static __always_inline bool ct_rev_same_flow(const struct ct_val *v, const struct pkt *p)
+{
+	return v->type == CT_REV && v->nat_addr == p->daddr && v->nat_port == p->dport &&
+	       v->nat_saddr == p->saddr && v->nat_sport == p->sport;
+}
+
+static __always_inline bool ct_key_eq(const struct ct_key *a, const struct ct_key *b)
+{
+	return a->proto == b->proto && a->addr_a == b->addr_a && a->addr_b == b->addr_b &&
+	       a->port_a == b->port_a && a->port_b == b->port_b;
+}
+
 /*
- * Create the FWD and REV entries of a new flow. With SNAT the client' port
- * must make the REV key unique: try the client's own port first, then
- * random ones from the configured range.
+ * Create the FWD and REV entries of a new flow, never overwriting an entry
+ * of another flow:
+ *  - REV (client' <-> backend) is inserted with BPF_NOEXIST. Without SNAT
+ *    the tuple is the client's own; if it is taken by another live flow
+ *    (the same client address and port reaching another frontend that
+ *    picked the same backend), the new flow is masqueraded to the node
+ *    address with a fresh port instead, so each reply still comes from the
+ *    frontend it answers. An entry of this same flow (another CPU a step
+ *    ahead, or an earlier incarnation) or of a closed TCP flow is taken over.
+ *  - FWD (client <-> frontend) is the flow's identity and decides races:
+ *    inserted with BPF_NOEXIST, the first CPU wins; a loser removes the REV
+ *    entry it added (unless it is the winner's too) and NATs the packet with
+ *    the winner's choice.
+ * With SNAT the client' port makes the REV key unique: try the client's own
+ * port first, then random ones from the configured range.
  */
 static __noinline int ct_create(const struct pkt *p, struct nat_choice *c)
 {
@@ -228,58 +265,78 @@ static __noinline int ct_create(const struct pkt *p, struct nat_choice *c)
 		.nat_port = c->be.port,
 		.be_ordinal = c->ordinal,
 	};
-	struct ct_key rk, fk;
-	__be32 csaddr = c->snat_addr ? c->snat_addr : p->saddr;
+	struct ct_key rk, fk, wk;
+	struct ct_val *old;
 	__u16 port = p->sport;
 	__u16 lo = c->snat_lo, hi = c->snat_hi;
 	int i;
 
-	rev.flags |= c->flags;
-	fwd.flags |= c->flags;
-	if (c->snat_addr) {
-		rev.flags |= CT_F_SNAT;
-		fwd.flags |= CT_F_SNAT;
-	}
-	/* Default above the kernel's ephemeral range, so SNAT never takes a
-	 * port the node's own sockets might use. */
-	if (lo == 0 || hi < lo) {
-		lo = 61000;
-		hi = 65535;
-	}
-	if (c->snat_addr && (port < lo || port > hi))
-		port = lo + bpf_get_prandom_u32() % (hi - lo + 1);
-	for (i = 0; i < SNAT_PORT_TRIES; i++) {
-		if (ct_key_make(&rk, p->proto, csaddr, port, c->be.addr, c->be.port))
-			rev.flags |= CT_F_CLIENT_IS_A;
-		else
-			rev.flags &= ~CT_F_CLIENT_IS_A;
-		/* Without SNAT the tuple is the client's own: a stale entry for
-		 * it belongs to an older flow, and the new flow wins. */
-		if (!c->snat_addr) {
-			if (bpf_map_update_elem(&kpr_v4_ct, &rk, &rev, BPF_ANY))
-				return -1;
-			break;
+	if (!c->snat_addr) {
+		if (ct_key_make(&rk, p->proto, p->saddr, p->sport, c->be.addr, c->be.port))
+			rev.flags = CT_F_CLIENT_IS_A;
+		rev.flags |= c->flags;
+		if (bpf_map_update_elem(&kpr_v4_ct, &rk, &rev, BPF_NOEXIST)) {
+			old = bpf_map_lookup_elem(&kpr_v4_ct, &rk);
+			if (!old || ct_rev_same_flow(old, p) || (old->type == CT_REV && ct_tcp_closed(old))) {
+				if (bpf_map_update_elem(&kpr_v4_ct, &rk, &rev, BPF_ANY))
+					return CT_CREATE_FAIL;
+			} else {
+				stat_inc(STAT_TC_CT_COLLISION);
+				if (!c->fallback_addr)
+					return CT_CREATE_FAIL;
+				c->snat_addr = c->fallback_addr;
+				c->flags &= ~CT_F_DSR;
+			}
 		}
-		if (bpf_map_update_elem(&kpr_v4_ct, &rk, &rev, BPF_NOEXIST) == 0)
-			break;
-		port = lo + bpf_get_prandom_u32() % (hi - lo + 1);
-	}
-	if (i == SNAT_PORT_TRIES) {
-		stat_inc(STAT_TC_SNAT_NO_PORT);
-		return -1;
 	}
 	if (c->snat_addr) {
+		rev.flags = c->flags | CT_F_SNAT;
+		/* Default above the kernel's ephemeral range, so SNAT never
+		 * takes a port the node's own sockets might use. */
+		if (lo == 0 || hi < lo) {
+			lo = 61000;
+			hi = 65535;
+		}
+		if (port < lo || port > hi)
+			port = lo + bpf_get_prandom_u32() % (hi - lo + 1);
+		for (i = 0; i < SNAT_PORT_TRIES; i++) {
+			if (ct_key_make(&rk, p->proto, c->snat_addr, port, c->be.addr, c->be.port))
+				rev.flags |= CT_F_CLIENT_IS_A;
+			else
+				rev.flags &= ~CT_F_CLIENT_IS_A;
+			if (bpf_map_update_elem(&kpr_v4_ct, &rk, &rev, BPF_NOEXIST) == 0)
+				break;
+			port = lo + bpf_get_prandom_u32() % (hi - lo + 1);
+		}
+		if (i == SNAT_PORT_TRIES) {
+			stat_inc(STAT_TC_SNAT_NO_PORT);
+			return CT_CREATE_FAIL;
+		}
+		fwd.flags = c->flags | CT_F_SNAT;
 		fwd.nat_saddr = c->snat_addr;
 		fwd.nat_sport = port;
+	} else {
+		fwd.flags = c->flags;
 	}
 	if (ct_key_make(&fk, p->proto, p->saddr, p->sport, p->daddr, p->dport))
 		fwd.flags |= CT_F_CLIENT_IS_A;
-	if (bpf_map_update_elem(&kpr_v4_ct, &fk, &fwd, BPF_ANY)) {
+	if (c->replace_fwd)
+		bpf_map_delete_elem(&kpr_v4_ct, &fk);
+	if (bpf_map_update_elem(&kpr_v4_ct, &fk, &fwd, BPF_NOEXIST)) {
+		old = bpf_map_lookup_elem(&kpr_v4_ct, &fk);
+		if (old && old->type == CT_FWD) {
+			ct_key_make(&wk, p->proto, old->nat_saddr ? old->nat_saddr : p->saddr,
+				    old->nat_saddr ? old->nat_sport : p->sport, old->nat_addr, old->nat_port);
+			if (!ct_key_eq(&wk, &rk))
+				bpf_map_delete_elem(&kpr_v4_ct, &rk);
+			stat_inc(STAT_TC_CT_RACE);
+			return CT_CREATE_LOST;
+		}
 		bpf_map_delete_elem(&kpr_v4_ct, &rk);
-		return -1;
+		return CT_CREATE_FAIL;
 	}
 	c->snat_port = port;
-	return 0;
+	return CT_CREATE_OK;
 }
 
 /* The NodePort mode for this frontend: the Service's annotation, else the node's flag. */
@@ -291,7 +348,7 @@ static __always_inline __u32 nodeport_mode(const struct nat_fe_val *fe, const st
 }
 
 /* A new flow to a frontend: choose a backend, apply policy, NAT. */
-static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum hook h)
+static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum hook h, bool replace_fwd)
 {
 	struct kpr_config *cfg = config();
 	struct nat_choice c = {};
@@ -300,6 +357,7 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 	__be32 fe_addr = p->daddr;
 	__u16 fe_port = p->dport;
 	__u32 n;
+	int rc;
 
 	/* A reset never opens a flow; NATing it to a random backend would
 	 * only reset somebody else's connection. */
@@ -390,17 +448,29 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 	}
 	if (c.be.addr == p->saddr)
 		snat = true;
-	if (snat) {
-		if (!cfg || !cfg->node_ip)
-			return TC_ACT_SHOT;
-		c.snat_addr = cfg->node_ip;
+	if (snat && (!cfg || !cfg->node_ip))
+		return TC_ACT_SHOT;
+	if (cfg) {
+		c.fallback_addr = cfg->node_ip;
 		c.snat_lo = cfg->snat_port_min;
 		c.snat_hi = cfg->snat_port_max;
 	}
+	if (snat)
+		c.snat_addr = cfg->node_ip;
+	c.replace_fwd = replace_fwd;
 
-	if (ct_create(p, &c))
+	rc = ct_create(p, &c);
+	if (rc == CT_CREATE_LOST) {
+		struct ct_key fk;
+		struct ct_val *fwd;
+
+		ct_key_make(&fk, p->proto, p->saddr, p->sport, p->daddr, p->dport);
+		fwd = bpf_map_lookup_elem(&kpr_v4_ct, &fk);
+		return fwd ? ct_fwd_xlate(skb, p, fwd, h) : TC_ACT_SHOT;
+	}
+	if (rc != CT_CREATE_OK)
 		return TC_ACT_SHOT;
-	if (nat_rewrite(skb, p, snat ? c.snat_addr : p->saddr, snat ? c.snat_port : p->sport, c.be.addr, c.be.port))
+	if (nat_rewrite(skb, p, c.snat_addr ? c.snat_addr : p->saddr, c.snat_addr ? c.snat_port : p->sport, c.be.addr, c.be.port))
 		return TC_ACT_SHOT;
 	if (c.flags & CT_F_DSR) {
 		/* frontend address as the client used it (NodePort: this node) */
@@ -437,6 +507,12 @@ static __always_inline int kpr_tc(struct __sk_buff *skb, enum hook h)
 	/* A backend node: requests another node sent on with the DSR option. */
 	if (h == HOOK_FROM_HOST && p.l4_off > ETH_HLEN + sizeof(struct iphdr) && dsr_learn(skb, &p) < 0)
 		return TC_ACT_SHOT;
+	/* A pod never speaks for a node: its packets leave by this node's MAC,
+	 * which the next node trusts. */
+	if (h == HOOK_FROM_POD && dsr_opt_present(skb, &p)) {
+		stat_inc(STAT_TC_DSR_UNTRUSTED);
+		return TC_ACT_SHOT;
+	}
 
 	src_is_a = ct_key_make(&key, p.proto, p.saddr, p.sport, p.daddr, p.dport);
 	ct = bpf_map_lookup_elem(&kpr_v4_ct, &key);
@@ -457,7 +533,7 @@ static __always_inline int kpr_tc(struct __sk_buff *skb, enum hook h)
 	}
 	if (!hook_is_ingress(h))
 		return TC_ACT_OK;
-	return nat_new_flow(skb, &p, h);
+	return nat_new_flow(skb, &p, h, ct != NULL);
 }
 
 SEC("tc")

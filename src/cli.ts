@@ -93,6 +93,11 @@ const RUN_OPTIONS = {
     describe: 'NodePort/external traffic to a backend on another node: snat, dsr (direct server return) or hybrid (DSR for TCP, SNAT for UDP); the kpr.io/nodeport-mode annotation overrides it per Service',
   },
   'dsr-optout-cidrs': { type: 'string', array: true, describe: 'clients in these CIDRs get SNAT instead of DSR' },
+  'cluster-node-ips': {
+    type: 'string',
+    array: true,
+    describe: 'addresses or CIDRs of the cluster nodes allowed to send this node DSR requests (with Node objects\' addresses); others\' DSR options are dropped',
+  },
   'ct-scan-interval': { type: 'number', default: 10, describe: 'seconds between conntrack expiry scans (0 = off)' },
   'healthcheck-bind-address': {
     type: 'string',
@@ -168,6 +173,7 @@ function runOptions(y: Argv) {
       if (a['cluster-cidr'] !== undefined) ipv4Cidr('cluster-cidr', a['cluster-cidr']);
       for (const c of a['dsr-optout-cidrs'] ?? []) ipv4Cidr('dsr-optout-cidrs', c);
       for (const c of a['nodeport-addresses'] ?? []) if (c !== 'primary') ipv4Cidr('nodeport-addresses', c);
+      for (const c of a['cluster-node-ips'] ?? []) ipv4Cidr('cluster-node-ips', c.includes('/') ? c : `${c}/32`);
       for (const addr of a['node-ip'] ?? []) if (!ipaddr.IPv4.isValidFourPartDecimal(addr)) throw new Error(`--node-ip ${addr} is not an IPv4 address`);
       if (!Number.isFinite(a['ct-scan-interval']) || (a['ct-scan-interval'] as number) < 0) {
         throw new Error('--ct-scan-interval must be a number of seconds >= 0');
@@ -231,6 +237,7 @@ export async function main(argv: string[]): Promise<void> {
           ctScanIntervalMs: a['ct-scan-interval'] * 1000,
           nodePortMode: a['nodeport-mode'] as 'snat' | 'dsr' | 'hybrid',
           dsrOptoutCidrs: (a['dsr-optout-cidrs'] ?? []).map((c) => ipv4Cidr('dsr-optout-cidrs', c)),
+          clusterNodeCidrs: (a['cluster-node-ips'] ?? []).map((c) => ipv4Cidr('cluster-node-ips', c.includes('/') ? c : `${c}/32`)),
           healthCheckAddress: a['healthcheck-bind-address'],
           resyncIntervalMs: a['resync-interval'] * 1000,
           log,

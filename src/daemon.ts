@@ -3,6 +3,7 @@
  * together, and keep them running until SIGTERM/SIGINT. Exiting leaves the
  * pinned maps and links in place, so forwarding goes on without us.
  */
+import { DsrPeers } from './controller/dsr-peers.js';
 import { Controller } from './controller/controller.js';
 import { Reconciler } from './controller/reconciler.js';
 import { ObjectStore } from './controller/store.js';
@@ -65,6 +66,8 @@ export interface DaemonOptions {
   nodePortMode?: NodePortMode | undefined;
   /** Clients never served by DSR. */
   dsrOptoutCidrs?: string[] | undefined;
+  /** Nodes trusted to send DSR requests, besides the Node objects' addresses. */
+  clusterNodeCidrs?: string[] | undefined;
 }
 
 export interface Daemon {
@@ -74,6 +77,8 @@ export interface Daemon {
   readonly metrics: Metrics;
   readonly http: HttpServer;
   readonly tc: TcAttacher | undefined;
+  /** The DSR peer set; feed it every node's addresses (setNodeAddresses). */
+  readonly dsrPeers: DsrPeers;
   stop(): Promise<void>;
 }
 
@@ -172,6 +177,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   datapath.setNodeIPs(nodeIPs);
   datapath.setDsrOptout(opts.dsrOptoutCidrs ?? []);
+  const dsrPeers = new DsrPeers(opts.clusterNodeCidrs ?? [], (entries) => datapath.setDsrPeers(entries));
+  // This node's own addresses until a source tells us every node's (issue 10: Node objects).
+  dsrPeers.setNodeAddresses(nodeIPs);
   let tc: TcAttacher | undefined;
   if (devices.length > 0 || opts.workloadIfaces) {
     tc = new TcAttacher(datapath, { devices, workloadIfaces: opts.workloadIfaces, log });
@@ -241,6 +249,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     metrics,
     http,
     tc,
+    dsrPeers,
     async stop() {
       await source.stop();
       controller.stop();

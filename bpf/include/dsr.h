@@ -7,8 +7,15 @@
  * node which Service address the client used, in an 8-byte IPv4 option
  * inserted right after the base header:
  *
- *     type 0x9e (copied, class 0, number 30: RFC 4727 experiment) | len 8 |
- *     service port (network order) | service address
+ *     type 0x9e (copied, class 0, number 30: RFC 4727 experiment) | len 12 |
+ *     service port (network order) | service address | ingress node address
+ *
+ * The option decides the source address of the backend's replies, so a
+ * backend node honours it only from a trusted peer (dsr_from_peer): the
+ * named ingress node must be in kpr_v4_dsr_peers, and the frame must come
+ * from that node's neighbour entry on the device it arrived on. Anything
+ * else carrying the option is dropped and counted (tc_dsr_untrusted), and
+ * pods may never send it. Threat model: docs/architecture.md.
  *
  * The backend's node strips the option, records a CT_REV|CT_F_DSR entry
  * (client <-> backend, with the Service address), and rewrites the reply's
@@ -25,13 +32,14 @@
 #include "nat_rewrite.h"
 
 #define IPOPT_KPR_DSR		0x9e
-#define DSR_OPT_LEN		8
+#define DSR_OPT_LEN		12
 
 struct dsr_opt {
 	__u8 type;
 	__u8 len;
 	__be16 port;
 	__be32 addr;
+	__be32 node;	/* the ingress node, checked against kpr_v4_dsr_peers */
 };
 
 static __always_inline bool dsr_client_opted_out(__be32 saddr)
@@ -59,7 +67,13 @@ static __noinline int dsr_add_opt(struct __sk_buff *skb, struct pkt *p, __be32 s
 		.addr = svc_addr,
 	};
 	__u16 old_vihl, new_vihl, old_len, new_len;
+	__u32 zero = 0;
+	struct kpr_config *cfg = bpf_map_lookup_elem(&kpr_config, &zero);
 	__u64 sum;
+
+	if (!cfg || !cfg->node_ip)
+		return -1;
+	opt.node = cfg->node_ip;
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &old_vihl, 2) ||
 	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, tot_len), &old_len, 2))
@@ -69,8 +83,8 @@ static __noinline int dsr_add_opt(struct __sk_buff *skb, struct pkt *p, __be32 s
 		return -1;
 	if (bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(struct iphdr), &opt, sizeof(opt), 0))
 		return -1;
-	/* version/ihl/tos word: ihl grows by two words */
-	new_vihl = bpf_htons(bpf_ntohs(old_vihl) + (2 << 8));
+	/* version/ihl/tos word: ihl grows by the option's words */
+	new_vihl = bpf_htons(bpf_ntohs(old_vihl) + ((DSR_OPT_LEN / 4) << 8));
 	new_len = bpf_htons(bpf_ntohs(old_len) + DSR_OPT_LEN);
 	if (ip_hdr_word_replace(skb, ETH_HLEN, old_vihl, new_vihl) ||
 	    ip_hdr_word_replace(skb, ETH_HLEN + offsetof(struct iphdr, tot_len), old_len, new_len))
@@ -84,10 +98,55 @@ static __noinline int dsr_add_opt(struct __sk_buff *skb, struct pkt *p, __be32 s
 	return 0;
 }
 
+/* Does the packet's first IP option claim to be kpr's DSR option? */
+static __always_inline bool dsr_opt_present(struct __sk_buff *skb, const struct pkt *p)
+{
+	__u8 type;
+
+	if (p->l4_off <= ETH_HLEN + sizeof(struct iphdr))
+		return false;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(struct iphdr), &type, 1))
+		return false;
+	return type == IPOPT_KPR_DSR;
+}
+
+/*
+ * Did the option come from the cluster node it names? That node must be a
+ * trusted peer, and the frame's source MAC must be the next hop this node
+ * itself would use to reach it, on the device the frame came in by. The
+ * kernel keeps a neighbour entry for a peer that has ARPed for us, which
+ * the ingress node does before its first DSR packet to us.
+ */
+static __always_inline bool dsr_from_peer(struct __sk_buff *skb, __be32 node)
+{
+	struct lpm_v4_key k = { .prefixlen = 32, .addr = node };
+	struct bpf_fib_lookup fib = {
+		.family = AF_INET,
+		.ipv4_dst = node,
+		.ifindex = skb->ingress_ifindex,
+	};
+	__u8 smac[ETH_ALEN];
+	int i;
+
+	if (!bpf_map_lookup_elem(&kpr_v4_dsr_peers, &k))
+		return false;
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS)
+		return false;
+	if (fib.ifindex != skb->ingress_ifindex)
+		return false;
+	if (bpf_skb_load_bytes(skb, ETH_ALEN, smac, ETH_ALEN))
+		return false;
+	for (i = 0; i < ETH_ALEN; i++)
+		if (smac[i] != fib.dmac[i])
+			return false;
+	return true;
+}
+
 /*
  * Backend node: if the packet carries kpr's option, take it out and
  * remember the flow. Returns 1 when the option was found and handled, 0
- * when there was none, -1 on error.
+ * when there was none, -1 to drop the packet (an untrusted option, or an
+ * error).
  */
 static __noinline int dsr_learn(struct __sk_buff *skb, struct pkt *p)
 {
@@ -97,17 +156,19 @@ static __noinline int dsr_learn(struct __sk_buff *skb, struct pkt *p)
 	struct ct_val v = {};
 	__u64 sum, now;
 
-	if (p->l4_off != ETH_HLEN + sizeof(struct iphdr) + DSR_OPT_LEN)
+	if (!dsr_opt_present(skb, p))
 		return 0;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(struct iphdr), &opt, sizeof(opt)))
-		return 0;
-	if (opt.type != IPOPT_KPR_DSR || opt.len != DSR_OPT_LEN)
-		return 0;
+	if (p->l4_off != ETH_HLEN + sizeof(struct iphdr) + DSR_OPT_LEN ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(struct iphdr), &opt, sizeof(opt)) ||
+	    opt.len != DSR_OPT_LEN || !dsr_from_peer(skb, opt.node)) {
+		stat_inc(STAT_TC_DSR_UNTRUSTED);
+		return -1;
+	}
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &old_vihl, 2) ||
 	    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, tot_len), &old_len, 2))
 		return -1;
-	new_vihl = bpf_htons(bpf_ntohs(old_vihl) - (2 << 8));
+	new_vihl = bpf_htons(bpf_ntohs(old_vihl) - ((DSR_OPT_LEN / 4) << 8));
 	new_len = bpf_htons(bpf_ntohs(old_len) - DSR_OPT_LEN);
 	if (ip_hdr_word_replace(skb, ETH_HLEN, old_vihl, new_vihl) ||
 	    ip_hdr_word_replace(skb, ETH_HLEN + offsetof(struct iphdr, tot_len), old_len, new_len))
@@ -140,14 +201,16 @@ static __noinline int dsr_learn(struct __sk_buff *skb, struct pkt *p)
 
 /*
  * Room on the path for the DSR option? Returns 0 if it fits, else the
- * MTU to report in frag-needed (the path MTU less the option).
+ * MTU to report in frag-needed (the path MTU less the option). The option
+ * goes into every segment of a GSO packet, so the check is on the segment
+ * size (pkt_wire_len), never on the aggregate length.
  */
 static __noinline int dsr_room(struct __sk_buff *skb, const struct pkt *p, __be32 daddr)
 {
 	struct bpf_fib_lookup fib = {
 		.family = AF_INET,
 		.l4_protocol = p->proto,
-		.tot_len = p->tot_len + DSR_OPT_LEN,
+		.tot_len = pkt_wire_len(skb, p) + DSR_OPT_LEN,
 		.ipv4_src = p->saddr,
 		.ipv4_dst = daddr,
 		.ifindex = skb->ingress_ifindex,

@@ -33,6 +33,26 @@ static __always_inline int ip_decrease_ttl(struct __sk_buff *skb)
 	return bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, sizeof(new));
 }
 
+/*
+ * IP length of the largest packet this skb becomes on the wire. A GSO skb
+ * (from a local TCP/UDP socket, or aggregated by GRO) is cut into gso_size
+ * payloads, each with its own IP and L4 headers; anything else is sent as is.
+ */
+static __always_inline __u32 pkt_wire_len(struct __sk_buff *skb, const struct pkt *p)
+{
+	__u8 doff;
+	__u32 l4hdr = sizeof(struct udphdr);
+
+	if (!skb->gso_size)
+		return p->tot_len;
+	if (p->proto == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, p->l4_off + 12, &doff, 1))
+			return p->tot_len;
+		l4hdr = (doff >> 4) * 4;
+	}
+	return p->l4_off - p->l3_off + l4hdr + skb->gso_size;
+}
+
 static __noinline int nat_forward(struct __sk_buff *skb, const struct pkt *p)
 {
 	struct bpf_fib_lookup fib = {
@@ -40,7 +60,11 @@ static __noinline int nat_forward(struct __sk_buff *skb, const struct pkt *p)
 		.l4_protocol = p->proto,
 		.sport = bpf_htons(p->sport),
 		.dport = bpf_htons(p->dport),
-		.tot_len = p->tot_len,
+		/* 0: no MTU check on the IP length. The header's length of a
+		 * GSO/GRO packet is the aggregate (up to 64 KB) and would fail
+		 * it; with 0 the kernel checks the skb against the egress MTU
+		 * itself, and passes GSO skbs (they are segmented on egress). */
+		.tot_len = 0,
 		.ipv4_src = p->saddr,
 		.ipv4_dst = p->daddr,
 		.ifindex = skb->ingress_ifindex,

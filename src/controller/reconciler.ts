@@ -7,16 +7,22 @@
  * covers many Services:
  *
  *   1. service names for new ids      (so inspect can always name an id)
- *   2. delete frontends that went away
+ *   2. delete frontends another Service port takes over in this round
  *   3. write backends                 (before any count grows)
- *   4. write frontends with new counts
- *   5. delete trailing backends       (after the count shrank)
+ *   4. write frontends that serve     (new keys and new counts)
+ *   5. write blackhole frontends      (after the ranges they guard exist)
+ *   6. delete frontends that went away (after their replacements exist)
+ *   7. delete trailing backends       (after the count shrank)
+ *   8. delete names of removed ids
  *
- * Each Service port has two backend sets (bpf/include/maps.h): the cluster
+ * So a key change (loadBalancerSourceRanges edited, for one) never leaves a
+ * client allowed before and after without a key: the new range is written,
+ * then the /0 blackhole, and only then is the old range deleted.
+ *
+ * Each Service port has two backend sets (bpf/include/abi.h): the cluster
  * set at ordinals 0..count-1 and the node-local set from NAT_BE_LOCAL_BASE.
  * They are placed and trimmed independently, so a change to one never
  * moves an entry of the other.
- *   6. delete names of removed ids
  *
  * A Service port whose write fails skips its later phases, stays as it was
  * in the mirror, and is handed back for retry.
@@ -110,6 +116,8 @@ export interface AdoptReport {
 
 interface Op {
   port: PortState;
+  /** frontendKey() of a frontend op */
+  fk?: string;
   key: Buffer;
   value?: Buffer;
   commit(): void;
@@ -244,6 +252,7 @@ export class Reconciler {
     const feDeletes: Op[] = [];
     const beWrites: Op[] = [];
     const feWrites: Op[] = [];
+    const blackholeWrites: Op[] = [];
     const beDeletes: Op[] = [];
     const metaDeletes: Op[] = [];
     const removed: PortState[] = [];
@@ -321,8 +330,9 @@ export class Reconciler {
         const cur = s.frontends.get(fk);
         if (cur && sameFeVal(cur.val, val)) continue;
         const key: NatFeKey = { addr: f.addr, port: f.port, proto: f.proto, srcAddr: f.srcAddr, srcLen: f.srcLen };
-        feWrites.push({
+        (f.blackhole ? blackholeWrites : feWrites).push({
           port: s,
+          fk,
           key: encodeNatFeKey(key),
           value: encodeNatFeVal(val),
           commit: () => {
@@ -365,10 +375,15 @@ export class Reconciler {
       else result.writes += todo.length;
     };
 
+    // A key another port writes in this round must go before that write,
+    // or the delete would remove the new owner's entry.
+    const taken = new Set([...feWrites, ...blackholeWrites].map((o) => o.fk));
     run(metaWrites, this.maps.meta, false);
-    run(feDeletes, this.maps.fe, true);
+    run(feDeletes.filter((o) => taken.has(o.fk)), this.maps.fe, true);
     run(beWrites, this.maps.be, false);
     run(feWrites, this.maps.fe, false);
+    run(blackholeWrites, this.maps.fe, false);
+    run(feDeletes.filter((o) => !taken.has(o.fk)), this.maps.fe, true);
     run(beDeletes, this.maps.be, true);
     run(metaDeletes, this.maps.meta, true);
 
@@ -408,6 +423,7 @@ export class Reconciler {
       if (keep.has(fk)) continue;
       out.push({
         port: st,
+        fk,
         key: encodeNatFeKey(fe.key),
         commit: () => {
           st.frontends.delete(fk);

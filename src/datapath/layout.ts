@@ -15,6 +15,7 @@ export const MAP_FRAG = 'kpr_v4_frag';
 export const MAP_CONFIG = 'kpr_config';
 export const MAP_NODE_IPS = 'kpr_v4_node_ips';
 export const MAP_DSR_OPTOUT = 'kpr_v4_dsr_optout';
+export const MAP_DSR_PEERS = 'kpr_v4_dsr_peers';
 export const MAP_AFFINITY = 'kpr_v4_aff';
 
 export const ALL_MAPS = [
@@ -29,6 +30,7 @@ export const ALL_MAPS = [
   MAP_CONFIG,
   MAP_NODE_IPS,
   MAP_DSR_OPTOUT,
+  MAP_DSR_PEERS,
   MAP_AFFINITY,
 ] as const;
 
@@ -89,6 +91,9 @@ export const STAT_NAMES = [
   'tc_dsr_reply',
   'tc_frag_needed',
   'tc_dsr_fallback',
+  'tc_ct_collision',
+  'tc_ct_race',
+  'tc_dsr_untrusted',
   'sock_udp_sticky',
   'sock_slot_overflow',
   'sock_drop_policy',

@@ -27,6 +27,7 @@ import {
   MAP_NAT_FE,
   MAP_NODE_IPS,
   MAP_DSR_OPTOUT,
+  MAP_DSR_PEERS,
   MAP_SK_NAT,
   MAP_STATS,
   MAP_SVC_META,
@@ -58,6 +59,7 @@ export interface DatapathMaps {
   config: BpfMap;
   nodeIPs: BpfMap;
   dsrOptout: BpfMap;
+  dsrPeers: BpfMap;
 }
 
 export interface AttachReport {
@@ -67,6 +69,15 @@ export interface AttachReport {
 }
 
 /** Refuse a pin path that is not on bpffs: pins elsewhere would fail obscurely. */
+/** struct lpm_v4_key for "a.b.c.d/len" (network address). */
+function lpmV4Key(cidr: string): Buffer {
+  const [addr, len] = cidr.split('/');
+  const k = Buffer.alloc(8);
+  k.writeUInt32LE(Number(len ?? 32), 0);
+  encodeIPv4(addr ?? '0.0.0.0').copy(k, 4);
+  return k;
+}
+
 export function checkBpffs(pinPath: string): void {
   let dir = pinPath;
   while (!existsSync(dir)) dir = dirname(dir);
@@ -134,6 +145,7 @@ export class Datapath {
       config: map(MAP_CONFIG),
       nodeIPs: map(MAP_NODE_IPS),
       dsrOptout: map(MAP_DSR_OPTOUT),
+      dsrPeers: map(MAP_DSR_PEERS),
     });
   }
 
@@ -149,16 +161,12 @@ export class Datapath {
 
   /** Make kpr_v4_dsr_optout hold exactly these CIDRs ("a.b.c.d/len", network address). */
   setDsrOptout(cidrs: string[]): void {
-    syncKeySet(
-      this.maps.dsrOptout,
-      cidrs.map((c) => {
-        const [addr, len] = c.split('/');
-        const k = Buffer.alloc(8);
-        k.writeUInt32LE(Number(len ?? 32), 0);
-        encodeIPv4(addr ?? '0.0.0.0').copy(k, 4);
-        return k;
-      }),
-    );
+    syncKeySet(this.maps.dsrOptout, cidrs.map(lpmV4Key));
+  }
+
+  /** Make kpr_v4_dsr_peers hold exactly these CIDRs: the nodes trusted to send the DSR option. */
+  setDsrPeers(cidrs: string[]): void {
+    syncKeySet(this.maps.dsrPeers, cidrs.map(lpmV4Key));
   }
 
   /**
@@ -339,6 +347,7 @@ export function openPinnedMaps(pinPath: string): DatapathMaps {
       config: open(MAP_CONFIG),
       nodeIPs: open(MAP_NODE_IPS),
       dsrOptout: open(MAP_DSR_OPTOUT),
+      dsrPeers: open(MAP_DSR_PEERS),
     };
   } catch (err) {
     for (const m of opened) m.close();

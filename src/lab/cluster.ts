@@ -58,6 +58,8 @@ export const LAB_EXT_IP2 = '203.0.113.10';
 export const POD_PORT = 8080;
 /** Each pod also serves HTTP here, for wrk. */
 export const POD_HTTP_PORT = 8081;
+/** And bulk transfers here (probe.ts `bulk` mode). */
+export const POD_BULK_PORT = 8082;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -185,7 +187,7 @@ export class Lab {
     const script = labScript('podserver');
     for (const node of this.nodes) {
       for (const pod of node.pods) {
-        const args = ['--name', pod.name, '--host', pod.ip, '--port', String(POD_PORT), '--http-port', String(POD_HTTP_PORT)];
+        const args = ['--name', pod.name, '--host', pod.ip, '--port', String(POD_PORT), '--http-port', String(POD_HTTP_PORT), '--bulk-port', String(POD_BULK_PORT)];
         const argv = wrapArgv(process.execPath, [...nodeArgv(script), ...args], {
           netns: pod.netns,
           cgroup: node.cgroup,

@@ -7,6 +7,7 @@
  */
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
+import { sendBytes } from './bulk.js';
 import type { ProbeResult } from './probe-result.js';
 
 type Summary = ProbeResult;
@@ -30,6 +31,9 @@ const bindAddr = process.argv.includes('--bind') ? arg('bind') : undefined;
 const bindPort = process.argv.includes('--bind-port') ? Number(arg('bind-port')) : undefined;
 /** UDP payload size, to test path MTU handling */
 const size = process.argv.includes('--size') ? Number(arg('size')) : 5;
+/** bulk mode: bytes to receive and to send per connection */
+const download = Number(arg('download', '0'));
+const upload = Number(arg('upload', '0'));
 
 const s: Summary = { proto: mode ?? '', ok: 0, errors: {}, pods: {}, peers: {}, seenAs: {}, elapsedMs: 0 };
 const inc = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
@@ -67,6 +71,42 @@ function tcpOnce(): Promise<void> {
       sock.destroy();
       resolve();
     });
+  });
+}
+
+/** One bulk exchange: upload, then read the reply line and the download. */
+function bulkOnce(): Promise<void> {
+  return new Promise((resolve) => {
+    const sock = connect({ host, port, ...(bindAddr ? { localAddress: bindAddr } : {}) });
+    const parts: Buffer[] = [];
+    let peer = '?';
+    const fail = (code: string) => {
+      clearTimeout(timer);
+      inc(s.errors, code);
+      sock.destroy();
+      resolve();
+    };
+    const timer = setTimeout(() => fail('ETIMEDOUT'), timeoutMs);
+    sock.on('connect', () => {
+      peer = `${sock.remoteAddress}:${sock.remotePort}`;
+      sock.write(`${download} ${upload}\n`);
+      sendBytes(sock, upload, 0x61);
+    });
+    sock.on('data', (d: Buffer) => parts.push(d));
+    sock.on('end', () => {
+      const all = Buffer.concat(parts);
+      const nl = all.indexOf(0x0a);
+      const line = nl < 0 ? '' : all.subarray(0, nl).toString();
+      const received = Number(line.split(' ')[2]);
+      if (nl < 0) return fail('EMPTY');
+      if (received !== upload) return fail('SHORT_UPLOAD');
+      if (all.length - nl - 1 !== download) return fail('SHORT_DOWNLOAD');
+      clearTimeout(timer);
+      record(line, peer);
+      sock.destroy();
+      resolve();
+    });
+    sock.on('error', (err: NodeJS.ErrnoException) => fail(err.code ?? 'ERROR'));
   });
 }
 
@@ -148,7 +188,7 @@ async function httpOnce(): Promise<void> {
 
 const start = Date.now();
 for (let i = 0; i < count && Date.now() - start < durationMs; i++) {
-  await (mode === 'udp' ? udpOnce() : mode === 'http' ? httpOnce() : tcpOnce());
+  await (mode === 'udp' ? udpOnce() : mode === 'http' ? httpOnce() : mode === 'bulk' ? bulkOnce() : tcpOnce());
   if (intervalMs > 0) await new Promise((r) => setTimeout(r, intervalMs));
 }
 shared?.close();

@@ -25,6 +25,44 @@ function delta(after: Stats, before: Stats): Partial<Stats> {
   return d;
 }
 
+/**
+ * Send one UDP datagram of argv[4] bytes from port argv[3] to argv[1]:argv[2]
+ * (DF set) and print the first ICMP error that comes back: its source, type,
+ * code, MTU, and the addresses and ports of the quoted header.
+ */
+const CATCH_FRAG_NEEDED = `
+import json, socket, struct, sys
+dst, dport, sport, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+raw.settimeout(3)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF, never fragment locally
+u.bind(('0.0.0.0', sport))
+u.sendto(b'a' * size, (dst, dport))
+out = {}
+try:
+    while True:
+        pkt = raw.recv(2048)
+        ihl = (pkt[0] & 15) * 4
+        t, c = pkt[ihl], pkt[ihl + 1]
+        if t != 3:
+            continue
+        inner = pkt[ihl + 8:]
+        iihl = (inner[0] & 15) * 4
+        out = {
+            'src': socket.inet_ntoa(pkt[12:16]), 'type': t, 'code': c,
+            'mtu': struct.unpack('!H', pkt[ihl + 6:ihl + 8])[0],
+            'inner_src': socket.inet_ntoa(inner[12:16]), 'inner_dst': socket.inet_ntoa(inner[16:20]),
+            'inner_sport': struct.unpack('!H', inner[iihl:iihl + 2])[0],
+            'inner_dport': struct.unpack('!H', inner[iihl + 2:iihl + 4])[0],
+        }
+        break
+except socket.timeout:
+    out = {'error': 'no ICMP error'}
+print(json.dumps(out))
+`;
+
 const MODES = { plain: 30200, dsr: 30210, hybrid: 30220, snat: 30230 } as const;
 
 function manifest(b: LabNode): unknown[] {
@@ -37,6 +75,7 @@ function manifest(b: LabNode): unknown[] {
       spec: {
         type: 'NodePort',
         clusterIP: `198.18.2.${10 + i}`,
+        externalIPs: [`198.18.2.${50 + i}`],
         ports: [
           { name: 'tcp', port: 80, protocol: 'TCP', targetPort: POD_PORT, nodePort: base },
           { name: 'udp', port: 53, protocol: 'UDP', targetPort: POD_PORT, nodePort: base + 1 },
@@ -71,7 +110,9 @@ test('DSR, SNAT and hybrid NodePort through node A to backends on node B', async
     return { out, reqs, socketErrors: /Socket errors/.test(out), non2xx: /Non-2xx/.test(out) };
   };
   try {
-    await lab.up({ manifest: manifest(b) });
+    // Node B honours the DSR option only from its peers (the nodes).
+    const peers = ['--cluster-node-ips', a.ip, b.ip];
+    await lab.up({ manifest: manifest(b), kprArgs: peers });
     for (const node of lab.nodes) await lab.waitFor(async () => (await lab.kprLog(node)).includes('"msg":"synced"'), `kpr on ${node.name}`);
 
     for (const [mode, tcpDsr, udpDsr] of [
@@ -133,13 +174,13 @@ test('DSR, SNAT and hybrid NodePort through node A to backends on node B', async
 
     await t.test('DSR: an oversized DF datagram gets frag-needed; the next one is fragmented and served by SNAT', async () => {
       const before = stats(a);
-      // 1472 bytes of UDP payload fill a 1500-byte MTU; the option needs 8 more.
+      // 1472 bytes of UDP payload fill a 1500-byte MTU; the option needs 12 more.
       const first = await lab.probe(ext, ['udp', a.ip, String(MODES.dsr + 1), '--count', '1', '--size', '1472', '--timeout', '1000']);
       assert.equal(first.ok, 0);
       assert.equal(delta(stats(a), before).tc_frag_needed, 1, 'node A sent frag-needed');
       const route = await run('ip', ['-n', lab.extNs, 'route', 'get', a.ip]);
-      assert.match(route, /mtu 1492/, `the client learnt the path MTU: ${route}`);
-      // The client's kernel now fragments to 1492; fragments take the SNAT path.
+      assert.match(route, /mtu 1488/, `the client learnt the path MTU: ${route}`);
+      // The client's kernel now fragments to 1488; fragments take the SNAT path.
       const second = await lab.probe(ext, ['udp', a.ip, String(MODES.dsr + 1), '--count', '3', '--size', '1472']);
       assert.equal(second.ok, 3);
       assert.deepEqual(second.seenAs, { [a.ip]: 3 });
@@ -149,9 +190,28 @@ test('DSR, SNAT and hybrid NodePort through node A to backends on node B', async
       assert.deepEqual(small.seenAs, { [LAB_EXT_IP]: 3 });
     });
 
+    await t.test('DSR: frag-needed for an established flow quotes the packet the client sent, to the address it used', async () => {
+      const extIP = '198.18.2.51'; // the dsr Service's externalIP, routed to node A
+      const before = stats(a);
+      const small = await lab.probe(ext, ['udp', extIP, '53', '--count', '1', '--bind-port', '40888']);
+      assert.deepEqual(small.seenAs, { [LAB_EXT_IP]: 1 }, 'the flow goes by DSR');
+      const mid = stats(a);
+      // Send the full-size datagram on the same flow and catch the ICMP error
+      // it draws on a raw socket, to read its source and the quoted header.
+      const icmp = JSON.parse(await lab.exec(ext, 'python3', ['-c', CATCH_FRAG_NEEDED, extIP, '53', '40888', '1472'])) as Record<string, unknown>;
+      assert.deepEqual(icmp, { src: extIP, type: 3, code: 4, mtu: 1488, inner_src: LAB_EXT_IP, inner_dst: extIP, inner_sport: 40888, inner_dport: 53 }, 'frag-needed from the address the client used, quoting what it sent');
+      assert.equal(delta(stats(a), mid).tc_frag_needed, 1, 'node A sent frag-needed on the known flow');
+      assert.equal(delta(stats(a), mid).tc_fwd_new ?? 0, 0, 'no new flow was made');
+      assert.equal(delta(mid, before).tc_frag_needed ?? 0, 0);
+      // The client's kernel files the MTU under the quoted destination: the
+      // externalIP only if the quote is the packet as the client sent it.
+      const route = await run('ip', ['-n', lab.extNs, 'route', 'get', extIP]);
+      assert.match(route, /mtu 1488/, `the client learnt the path MTU of the address it used: ${route}`);
+    });
+
     await t.test('--nodeport-mode dsr on the node, with an opt-out CIDR falling back to SNAT', async () => {
       await lab.stopKpr(a);
-      await lab.startKpr(a, ['--nodeport-mode', 'dsr', '--dsr-optout-cidrs', `${LAB_EXT_IP2}/32`]);
+      await lab.startKpr(a, ['--nodeport-mode', 'dsr', '--dsr-optout-cidrs', `${LAB_EXT_IP2}/32`, ...peers]);
       await lab.waitFor(async () => (await lab.kprLog(a)).split('"msg":"kpr running"').length > 2, 'kpr restart on node A');
       const plain = await lab.probe(ext, ['tcp', a.ip, String(MODES.plain), '--count', '20']);
       assert.deepEqual(plain.seenAs, { [LAB_EXT_IP]: 20 }, 'the node default now gives DSR');

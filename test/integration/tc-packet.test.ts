@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import * as bpf from '../../src/datapath/addon.js';
-import { CT_FWD, CT_REV, decodeCtKey, decodeCtVal } from '../../src/datapath/codec.js';
+import { CT_F_CLIENT_IS_A, CT_FWD, CT_REV, CT_TCP_RST, CT_TCP_SYN, decodeCtKey, decodeCtVal, encodeCtKey, encodeCtVal } from '../../src/datapath/codec.js';
 import { cleanup, Datapath } from '../../src/datapath/loader.js';
 import { Reconciler } from '../../src/controller/reconciler.js';
 import { parseEndpointSlice, parseService } from '../../src/model/objects.js';
@@ -16,6 +16,8 @@ import type { DesiredServicePort } from '../../src/model/types.js';
 import { service, slice } from '../helpers/objects.js';
 import { ICMP, packet, parse, TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, UDP } from '../helpers/packet.js';
 import { requireRoot } from '../helpers/privileged.js';
+import { Worker } from 'node:worker_threads';
+import { addonPath } from '../../src/datapath/addon.js';
 
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
@@ -51,6 +53,11 @@ function desired(): Map<string, DesiredServicePort> {
       [slice('one-1', 'one', [{ ip: REMOTE_BE, node: 'n2' }], [{ name: 'http', port: 8080 }, { name: 'u', port: 8080, protocol: 'UDP' }])],
     ],
   ];
+  // a second VIP whose only backend is the one of 'one'
+  objs.push([
+    service('two', { clusterIP: '198.18.0.16', ports: [{ name: 'http', port: 80 }] }),
+    [slice('two-1', 'two', [{ ip: REMOTE_BE, node: 'n2' }], [{ name: 'http', port: 8080 }])],
+  ]);
   objs.push([
     service('sticky', { clusterIP: '198.18.0.15', ports: [{ name: 'http', port: 80 }], extra: { sessionAffinity: 'ClientIP' } }),
     [slice('sticky-1', 'sticky', [{ ip: LOCAL_BE }, { ip: REMOTE_BE }, { ip: '192.0.2.67' }, { ip: '192.0.2.68' }])],
@@ -145,6 +152,120 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     const reply = run('kpr_from_host', packet({ src: REMOTE_BE, dst: POD, proto: TCP, sport: 8080, dport: 40001, tcpFlags: TCP_SYN | TCP_ACK }));
     assert.deepEqual([reply.out.src, reply.out.sport, reply.out.dst, reply.out.dport], ['198.18.0.13', 80, POD, 40001]);
     assert.equal(reply.out.l4CsumOk, true);
+  });
+
+  test('one client port reaching two VIPs that share a backend: the second flow is masqueraded, replies come from the VIP asked', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const before = dp!.readStats();
+    const first = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40100, dport: 80, tcpFlags: TCP_SYN }));
+    assert.deepEqual([first.out.src, first.out.sport, first.out.dst, first.out.dport], [POD, 40100, REMOTE_BE, 8080]);
+    const second = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.16', proto: TCP, sport: 40100, dport: 80, tcpFlags: TCP_SYN }));
+    assert.deepEqual([second.out.src, second.out.dst, second.out.dport], [NODE, REMOTE_BE, 8080], 'the tuple is taken: SNAT to the node');
+    assert.ok(second.out.sport >= 61000 && second.out.sport <= 61100, `port from the SNAT range: ${second.out.sport}`);
+    assert.equal(dp!.readStats().tc_ct_collision - before.tc_ct_collision, 1);
+    assert.equal(ctEntries().length, 4, 'two flows, two entries each');
+
+    const r1 = run('kpr_from_host', packet({ src: REMOTE_BE, dst: POD, proto: TCP, sport: 8080, dport: 40100, tcpFlags: TCP_SYN | TCP_ACK }));
+    assert.deepEqual([r1.out.src, r1.out.sport, r1.out.dst, r1.out.dport], ['198.18.0.13', 80, POD, 40100]);
+    const r2 = run('kpr_from_host', packet({ src: REMOTE_BE, dst: NODE, proto: TCP, sport: 8080, dport: second.out.sport, tcpFlags: TCP_SYN | TCP_ACK }));
+    assert.deepEqual([r2.out.src, r2.out.sport, r2.out.dst, r2.out.dport], ['198.18.0.16', 80, POD, 40100]);
+    assert.equal(r2.out.l4CsumOk, true);
+  });
+
+  test('first packet of a flow whose REV entry another CPU already wrote: one consistent pair, no SNAT', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const before = dp!.readStats();
+    // What a CPU a step ahead on this same SYN leaves before its FWD insert.
+    const key = encodeCtKey({ proto: TCP, addrA: POD, portA: 40200, addrB: REMOTE_BE, portB: 8080 });
+    const rev = { type: CT_REV, flags: CT_F_CLIENT_IS_A, tcpClient: CT_TCP_SYN, tcpServer: 0, svcId: 0, created: 1n, lastSeen: 1n, natAddr: '198.18.0.13', natSaddr: POD, natPort: 80, natSport: 40200, beOrdinal: 0 };
+    dp!.maps.ct.update(key, encodeCtVal(rev));
+    const { out } = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40200, dport: 80, tcpFlags: TCP_SYN }));
+    assert.deepEqual([out.src, out.sport, out.dst, out.dport], [POD, 40200, REMOTE_BE, 8080]);
+    const ct = ctEntries();
+    assert.equal(ct.length, 2);
+    const fwd = ct.find((e) => e.val.type === CT_FWD)!;
+    const r = ct.find((e) => e.val.type === CT_REV)!;
+    assert.deepEqual([fwd.val.natAddr, fwd.val.natPort, fwd.val.natSaddr], [REMOTE_BE, 8080, '0.0.0.0']);
+    assert.deepEqual([r.val.natAddr, r.val.natPort, r.val.natSaddr, r.val.natSport], ['198.18.0.13', 80, POD, 40200]);
+    assert.equal(dp!.readStats().tc_ct_collision - before.tc_ct_collision, 0);
+  });
+
+  test('two CPUs racing on the first packet of each flow: one FWD and one matching REV per flow, no orphan', async (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const before = dp!.readStats();
+    const FLOWS = 3000;
+    // 198.18.0.10 has two backends: racers that pick different ones would
+    // each leave a REV entry, and the loser's must go.
+    const packets = Array.from({ length: FLOWS }, (_, i) =>
+      packet({ src: POD, dst: '198.18.0.10', proto: TCP, sport: 20000 + i, dport: 80, tcpFlags: TCP_SYN }),
+    );
+    const sync = new SharedArrayBuffer(4);
+    const workers = [0, 1].map(
+      () =>
+        new Worker(new URL('../helpers/race-worker.mjs', import.meta.url), {
+          workerData: { addon: addonPath(), fd: dp!.tcProgFd('kpr_from_pod'), packets, sync },
+        }),
+    );
+    await Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => w.on('exit', () => resolve()).on('error', reject))));
+    const races = dp!.readStats().tc_ct_race - before.tc_ct_race;
+    t.diagnostic(`${FLOWS} flows, ${races} lost races resolved`);
+    const byPort = new Map<number, { fwd: number; rev: number; fwdBackend?: string; revBackends: string[] }>();
+    for (const { key, val } of ctEntries()) {
+      const clientPort = key.addrA === POD ? key.portA : key.portB;
+      const e = byPort.get(clientPort) ?? { fwd: 0, rev: 0, revBackends: [] };
+      if (val.type === CT_FWD) {
+        e.fwd++;
+        e.fwdBackend = val.natAddr;
+      } else {
+        e.rev++;
+        e.revBackends.push(key.addrA === POD ? key.addrB : key.addrA);
+      }
+      byPort.set(clientPort, e);
+    }
+    assert.equal(byPort.size, FLOWS);
+    for (const [p, e] of byPort) {
+      assert.deepEqual([e.fwd, e.rev], [1, 1], `flow from port ${p}: ${JSON.stringify(e)}`);
+      assert.deepEqual(e.revBackends, [e.fwdBackend], `flow from port ${p}: REV is at the FWD's backend`);
+    }
+    assert.ok(races > 0, 'the workers did race on some first packets (otherwise this test proves nothing)');
+  });
+
+  test('a UDP flow whose backend is removed moves to a live one on its next datagram, without leaving a second FWD', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const dgram = () => run('kpr_from_host', packet({ src: CLIENT, dst: NODE, proto: UDP, sport: 40999, dport: 30053, payload: Buffer.from('q') }));
+    const first = dgram().out;
+    assert.ok([LOCAL_BE, REMOTE_BE].includes(first.dst));
+    const d = desired();
+    const web = d.get([...d.keys()].find((k) => k.includes('web') && k.includes('dns'))!)!;
+    const r = new Reconciler(dp!.maps);
+    r.adopt();
+    const without = new Map(d);
+    without.set(web.name, { ...web, backends: web.backends.filter((b) => b.addr !== first.dst) });
+    assert.deepEqual(r.syncAll(without).failed, []);
+    try {
+      const next = dgram().out;
+      assert.notEqual(next.dst, first.dst, 'the removed backend no longer gets the flow');
+      assert.equal(ctEntries().filter((e) => e.val.type === CT_FWD).length, 1);
+      assert.equal(dgram().out.dst, next.dst, 'and the flow stays on its new backend');
+    } finally {
+      assert.deepEqual(r.syncAll(d).failed, []);
+    }
+  });
+
+  test('a reset flow of another VIP leaves its tuple free: the new flow takes it over without SNAT', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const key = encodeCtKey({ proto: TCP, addrA: POD, portA: 40300, addrB: REMOTE_BE, portB: 8080 });
+    const old = { type: CT_REV, flags: CT_F_CLIENT_IS_A, tcpClient: CT_TCP_SYN, tcpServer: CT_TCP_RST, svcId: 0, created: 1n, lastSeen: 1n, natAddr: '198.18.0.16', natSaddr: POD, natPort: 80, natSport: 40300, beOrdinal: 0 };
+    dp!.maps.ct.update(key, encodeCtVal(old));
+    const { out } = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40300, dport: 80, tcpFlags: TCP_SYN }));
+    assert.deepEqual([out.src, out.sport, out.dst], [POD, 40300, REMOTE_BE]);
+    const r = decodeCtVal(dp!.maps.ct.lookup(key)!);
+    assert.deepEqual([r.natAddr, r.tcpServer], ['198.18.0.13', 0]);
   });
 
   test('a pod reaching itself through its Service is masqueraded (hairpin)', (t) => {

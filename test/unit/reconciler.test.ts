@@ -289,3 +289,102 @@ test('removed backends are reported once written, with their service id; a moved
   const gone = r.apply(new Map([[a, null]]));
   assert.deepEqual(gone.removedBackends.map((b) => b.addr).sort(), ['192.0.2.2', '192.0.2.3']);
 });
+
+/** The data path's frontend lookup over a map's current contents: longest source prefix wins. */
+function lpmLookup(m: NatMaps, vip: string, client: string): { count: number } | undefined {
+  const toInt = (a: string) => a.split('.').reduce((n, o) => (n << 8) + Number(o), 0) >>> 0;
+  let best: { len: number; count: number } | undefined;
+  for (const [k, v] of m.fe.dump()) {
+    const key = decodeNatFeKey(k);
+    if (key.addr !== vip || key.port !== 80) continue;
+    const mask = key.srcLen === 0 ? 0 : (0xffffffff << (32 - key.srcLen)) >>> 0;
+    if ((toInt(client) & mask) >>> 0 !== (toInt(key.srcAddr) & mask) >>> 0) continue;
+    if (!best || key.srcLen > best.len) best = { len: key.srcLen, count: decodeNatFeVal(v).count };
+  }
+  return best;
+}
+
+function ranged(name: string, vip: string, ranges: Array<[string, number]>): DesiredServicePort {
+  const p = port(name, vip, ['192.0.2.1', '192.0.2.2']);
+  if (ranges.length === 0) return p;
+  const fe = p.frontends[0]!;
+  return {
+    ...p,
+    frontends: [
+      ...ranges.map(([srcAddr, srcLen]) => ({ ...fe, srcAddr, srcLen })),
+      { ...fe, blackhole: true },
+    ],
+  };
+}
+
+test('source-range edits: a client allowed before and after is served in every intermediate map state', () => {
+  const m = memoryNatMaps();
+  const name = 'default/lb:http/TCP';
+  const vip = '198.18.1.15';
+  const inside = '203.0.113.10';
+  const states: string[] = [];
+  const check = (what: string) => {
+    const hit = lpmLookup(m, vip, inside);
+    states.push(`${what}: ${hit ? (hit.count === 0xffffffff ? 'blackhole' : `served by ${hit.count}`) : 'no frontend'}`);
+  };
+  const log: string[] = [];
+  const traced = tracing(m, log);
+  const observed: NatMaps = {
+    ...traced,
+    fe: {
+      ...traced.fe,
+      update: (k, v) => {
+        traced.fe.update(k, v);
+        check(log[log.length - 1]!);
+      },
+      delete: (k) => {
+        const r = traced.fe.delete(k);
+        check(log[log.length - 1]!);
+        return r;
+      },
+      updateBatch(keys, values) {
+        keys.forEach((k, i) => this.update(k, values[i] as Buffer));
+      },
+      deleteBatch(keys) {
+        keys.forEach((k) => this.delete(k));
+      },
+    },
+  };
+  const r = new Reconciler(observed);
+  r.adopt();
+  // Every step keeps `inside` allowed: none -> /24 -> /16 -> /24 + another -> /25 -> none.
+  const steps: Array<Array<[string, number]>> = [
+    [],
+    [['203.0.113.0', 24]],
+    [['203.0.0.0', 16]],
+    [['203.0.113.0', 24], ['198.51.100.0', 24]],
+    [['203.0.113.0', 25]],
+    [],
+  ];
+  for (const ranges of steps) {
+    const res = r.apply(new Map([[name, ranged(name, vip, ranges)]]));
+    assert.deepEqual(res.failed, []);
+  }
+  assert.ok(states.length >= 10, `every fe operation was observed: ${states.join('; ')}`);
+  for (const s of states) assert.match(s, /served by 2$/, `after each single map operation the client is served:\n${states.join('\n')}`);
+  // and a client outside every range is refused once ranges exist
+  r.apply(new Map([[name, ranged(name, vip, [['203.0.113.0', 24]])]]));
+  assert.equal(lpmLookup(m, vip, '192.0.2.200')?.count, 0xffffffff);
+});
+
+test('a frontend another Service takes over in the same round is deleted before it is written', () => {
+  const m = memoryNatMaps();
+  const log: string[] = [];
+  const r = new Reconciler(tracing(m, log));
+  r.adopt();
+  r.apply(new Map([['a', port('a', '198.18.0.10', ['192.0.2.1'])]]));
+  log.length = 0;
+  r.apply(
+    new Map<string, DesiredServicePort | null>([
+      ['a', null],
+      ['b', port('b', '198.18.0.10', ['192.0.2.2', '192.0.2.3'])],
+    ]),
+  );
+  assert.deepEqual(log.filter((l) => l.startsWith('fe')), ['fe-198.18.0.10', 'fe+count=2']);
+  assert.equal(view(m)[0]?.name, 'b');
+});
