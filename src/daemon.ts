@@ -178,7 +178,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   datapath.setNodeIPs(nodeIPs);
   datapath.setDsrOptout(opts.dsrOptoutCidrs ?? []);
   const dsrPeers = new DsrPeers(opts.clusterNodeCidrs ?? [], (entries) => datapath.setDsrPeers(entries));
-  // This node's own addresses until a source tells us every node's (issue 10: Node objects).
+  // This node's own addresses until a source lists the Node objects.
   dsrPeers.setNodeAddresses(nodeIPs);
   let tc: TcAttacher | undefined;
   if (devices.length > 0 || opts.workloadIfaces) {
@@ -219,6 +219,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     metrics,
     translate: { nodeName: opts.nodeName, nodeIPs, nodePortRange: opts.nodePortRange, nodePortAddresses: opts.nodePortAddresses },
     resyncIntervalMs: opts.resyncIntervalMs,
+    // Every node's InternalIP may send DSR requests to this node's pods.
+    onNodesChange: () => {
+      const peers = dsrPeers.setNodeAddresses([...nodeIPs, ...store.nodeInternalIPs()]);
+      log.debug({ peers }, 'DSR peers updated from Node objects');
+    },
     onBackendsRemoved: (removed) => {
       if (!sockDestroyer?.available) return;
       const started = process.hrtime.bigint();

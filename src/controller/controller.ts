@@ -27,6 +27,8 @@ export interface ControllerOptions {
   retryMinMs?: number;
   retryMaxMs?: number;
   /** Called after a sync whose writes took backends out of Service ports (they are gone from the maps). */
+  /** Called whenever Node objects change (after the store has them). */
+  onNodesChange?: (names: Set<string>) => void;
   onBackendsRemoved?: (removed: RemovedBackend[]) => void;
   /** Called after each sync with the Service keys it covered, to refresh gauges and health checks. */
   afterSync?: (serviceKeys: Set<string>) => void;
@@ -67,6 +69,7 @@ export class Controller {
       this.schedule(0);
     };
     store.onNodesChange = (names) => {
+      this.opts.onNodesChange?.(names);
       // This node's zone decides topology hints for every Service.
       const self = this.opts.translate?.nodeName;
       if (self === undefined || !names.has(self)) return;

@@ -145,6 +145,15 @@ test('endpoint selection with real traffic: terminating fallback per set, zone h
       }
     });
 
+    await t.test('DSR peers come from the Node objects: each node trusts both InternalIPs without --cluster-node-ips', async () => {
+      const peers = (node: LabNode) =>
+        withPinnedMaps(node.pinPath, (m) =>
+          m.dsrPeers.dump().map(([k]) => `${[...k.subarray(4, 8)].join('.')}/${k.readUInt32LE(0)}`).sort(),
+        );
+      const want = [n1.ip, n2.ip].map((a) => `${a}/32`).sort();
+      for (const node of [n1, n2]) await lab.waitFor(async () => peers(node).join() === want.join(), `${node.name} to learn its peers`);
+    });
+
     await t.test('a node without a zone label ignores the hints and uses every endpoint', async () => {
       await lab.writeManifest(manifest(lab, { n1: undefined }));
       await lab.waitFor(async () => backendsOf(n1, '198.18.0.22').length === 4, 'n1 to drop the hints');
