@@ -30,6 +30,7 @@
 #include "icmp.h"
 #include "reject.h"
 #include "dsr.h"
+#include "maglev.h"
 
 enum hook {
 	HOOK_FROM_POD,
@@ -296,7 +297,7 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 	struct kpr_config *cfg = config();
 	struct nat_choice c = {};
 	struct nat_fe_val *fe;
-	bool external, internal_client, local_only, snat;
+	bool external, internal_client, local_only, snat, maglev;
 	__be32 fe_addr = p->daddr;
 	__u16 fe_port = p->dport;
 	__u32 n;
@@ -341,7 +342,8 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 	{
 		struct aff_key ak = { .svc_id = fe->id, .kind = AFF_CLIENT_ADDR, .client = p->saddr };
 
-		if (nat_select_backend(fe, local_only, &ak, &c.be, &c.ordinal) != NAT_FWD)
+		maglev = maglev_select_backend(fe, local_only, p, n, &c.be, &c.ordinal);
+		if (!maglev && nat_select_backend(fe, local_only, &ak, &c.be, &c.ordinal) != NAT_FWD)
 			return TC_ACT_SHOT;
 		c.svc_id = fe->id;
 	}
@@ -383,6 +385,14 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 				} else {
 					stat_inc(STAT_TC_DSR_FALLBACK);
 				}
+			} else if (maglev && p->proto == IPPROTO_TCP && !(p->tcp_flags & CT_TCP_SYN) &&
+				   p->frag == FRAG_NONE) {
+				/* Mid-stream: another node opened this flow and
+				 * ECMP moved it here. Maglev chose the same
+				 * backend, whose node learnt the flow from the
+				 * SYN: DNAT only, keep the client's address. */
+				snat = false;
+				c.flags = CT_F_DSR;
 			} else {
 				stat_inc(STAT_TC_DSR_FALLBACK);
 			}

@@ -50,6 +50,7 @@ struct nat_fe_key {
 /* nat_fe_val.flags */
 #define NAT_FLG_EXTERNAL_LOCAL	0x1	/* externalTrafficPolicy: Local */
 #define NAT_FLG_INTERNAL_LOCAL	0x2	/* internalTrafficPolicy: Local */
+#define NAT_FLG_MAGLEV		0x8	/* backend by Maglev table (maglev.h), not random */
 #define NAT_FLG_EXTERNAL	0x10	/* NodePort, externalIP or LB IP (not a ClusterIP) */
 
 /* Per-Service NodePort mode (kpr.io/nodeport-mode annotation): when

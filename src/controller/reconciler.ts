@@ -9,8 +9,10 @@
  *   1. service names for new ids      (so inspect can always name an id)
  *   2. delete frontends that went away
  *   3. write backends                 (before any count grows)
+ *   3b. write Maglev tables           (each complete before a frontend is flagged)
  *   4. write frontends with new counts
  *   5. delete trailing backends       (after the count shrank)
+ *   5b. delete Maglev tables no frontend uses any more
  *   6. delete names of removed ids
  *
  * A Service port whose write fails skips its later phases, stays as it was
@@ -41,11 +43,15 @@ import {
   type NatFeVal,
 } from '../datapath/codec.js';
 import { isMapFull, type KVMap } from '../datapath/kvmap.js';
+import type { MaglevMap } from '../datapath/maglev-tables.js';
+import { planMaglevTable } from './maglev-plan.js';
 
 export interface NatMaps {
   fe: KVMap;
   be: KVMap;
   meta: KVMap;
+  /** Maglev tables; without it no table is written and flagged frontends stay on random. */
+  maglev?: MaglevMap | undefined;
 }
 
 interface FeEntry {
@@ -60,6 +66,9 @@ interface PortState {
   /** Backend at each ordinal, as written. */
   backends: Array<NatBeVal | undefined>;
   metaWritten: boolean;
+  /** Maglev table installed for this id (digest), and what it was built from. */
+  tableDigest?: number | undefined;
+  tableSig?: string | undefined;
 }
 
 export interface ApplyError {
@@ -180,6 +189,7 @@ export class Reconciler {
       stateFor(key.id).backends[key.ordinal] = decodeNatBeVal(v);
       backends++;
     }
+    for (const [id, d] of this.maps.maglev?.digests() ?? []) stateFor(id).tableDigest = d;
     this.nextId = maxId + 1 > MAX_ID ? 1 : maxId + 1;
     const orphans = [...this.byName.keys()].filter((n) => n.startsWith(ORPHAN_PREFIX)).length;
     return { ports: this.byName.size - orphans, frontends, backends, orphans };
@@ -216,8 +226,10 @@ export class Reconciler {
     const metaWrites: Op[] = [];
     const feDeletes: Op[] = [];
     const beWrites: Op[] = [];
+    const tableWrites: Op[] = [];
     const feWrites: Op[] = [];
     const beDeletes: Op[] = [];
+    const tableDeletes: Op[] = [];
     const metaDeletes: Op[] = [];
     const removed: PortState[] = [];
     const fresh: PortState[] = [];
@@ -238,6 +250,7 @@ export class Reconciler {
         removed.push(st);
         this.planFrontendDeletes(st, new Set(), feDeletes);
         this.planBackendDeletes(st, 0, beDeletes);
+        this.planTable(st, [], [], 0, tableWrites, tableDeletes);
         const s = st;
         metaDeletes.push({ port: s, key: encodeU32(s.id), commit: () => (s.metaWritten = false) });
         continue;
@@ -278,6 +291,7 @@ export class Reconciler {
       this.planBackendDeletes(s, next.length, beDeletes);
 
       const local = want.backends.filter((b) => b.local).length;
+      this.planTable(s, [...wanted.values()], next, local, tableWrites, tableDeletes);
       for (const [fk, f] of wanted) {
         const val: NatFeVal = {
           id: s.id,
@@ -336,18 +350,20 @@ export class Reconciler {
     run(metaWrites, this.maps.meta, false);
     run(feDeletes, this.maps.fe, true);
     run(beWrites, this.maps.be, false);
+    if (this.maps.maglev) run(tableWrites, this.maps.maglev, false);
     run(feWrites, this.maps.fe, false);
     run(beDeletes, this.maps.be, true);
+    if (this.maps.maglev) run(tableDeletes, this.maps.maglev, true);
     run(metaDeletes, this.maps.meta, true);
 
     for (const st of removed) {
-      if (failed.has(st) || st.frontends.size > 0 || st.backends.some(Boolean)) continue;
+      if (failed.has(st) || st.frontends.size > 0 || st.backends.some(Boolean) || st.tableDigest !== undefined) continue;
       this.byName.delete(st.name);
       this.byId.delete(st.id);
     }
     // A brand-new port that wrote nothing keeps no id, so a retry starts clean.
     for (const st of fresh) {
-      if (failed.has(st) && !st.metaWritten && st.frontends.size === 0 && !st.backends.some(Boolean)) {
+      if (failed.has(st) && !st.metaWritten && st.frontends.size === 0 && !st.backends.some(Boolean) && st.tableDigest === undefined) {
         this.byName.delete(st.name);
         this.byId.delete(st.id);
       }
@@ -368,6 +384,31 @@ export class Reconciler {
         },
       });
     }
+  }
+
+  /** Write the port's Maglev table when it changed; delete it when no frontend needs one. */
+  private planTable(st: PortState, frontends: Frontend[], next: NatBeVal[], local: number, writes: Op[], deletes: Op[]): void {
+    const maglev = this.maps.maglev;
+    if (!maglev) return;
+    const plan = planMaglevTable(frontends, next, local, maglev.tableSize);
+    if (!plan) {
+      if (st.tableDigest !== undefined) {
+        deletes.push({ port: st, key: encodeU32(st.id), commit: () => ((st.tableDigest = undefined), (st.tableSig = undefined)) });
+      }
+      return;
+    }
+    if (plan.sig === st.tableSig && st.tableDigest !== undefined) return;
+    const table = plan.build();
+    if (table.digest === st.tableDigest) {
+      st.tableSig = plan.sig; // adopted from the kernel, already right
+      return;
+    }
+    writes.push({
+      port: st,
+      key: encodeU32(st.id),
+      value: table.value,
+      commit: () => ((st.tableDigest = table.digest), (st.tableSig = plan.sig)),
+    });
   }
 
   private planBackendDeletes(st: PortState, from: number, out: Op[]): void {

@@ -130,6 +130,11 @@ export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
 export const BPF_EXIST = 2;
 
+/** bpf_map_type numbers used by mapCreate. */
+export const BPF_MAP_TYPE_ARRAY = 2;
+/** map_flags: an inner map whose size may differ from the outer map's template. */
+export const BPF_F_INNER_MAP = 1 << 12;
+
 /** Shape of the native module (addon/build/Release/kpr_bpf.node). */
 export interface KprBpfNative {
   openObject(path: string, opts?: OpenObjectOptions): BpfObject;
@@ -157,6 +162,10 @@ export interface KprBpfNative {
   progTestRun(progFd: number, data: Buffer, opts?: ProgTestRunOptions): ProgTestRunResult;
   ifNameToIndex(name: string): number;
   errnoName(errno: number): string;
+  /** bpf_map_create: a new, unpinned map; the caller owns (and closes) the fd. */
+  mapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name?: string, flags?: number): number;
+  /** bpf_map_get_fd_by_id: e.g. the inner map a map-in-map entry holds (lookup returns its id). */
+  mapGetFdById(id: number): number;
 }
 
 let cached: KprBpfNative | undefined;
@@ -208,6 +217,9 @@ export const tcxAttach: KprBpfNative['tcxAttach'] = (ifindex, direction, progFd)
 export const progTestRun: KprBpfNative['progTestRun'] = (progFd, data, opts) => loadAddon().progTestRun(progFd, data, opts);
 export const ifNameToIndex: KprBpfNative['ifNameToIndex'] = (name) => loadAddon().ifNameToIndex(name);
 export const errnoName: KprBpfNative['errnoName'] = (errno) => loadAddon().errnoName(errno);
+export const mapCreate: KprBpfNative['mapCreate'] = (type, keySize, valueSize, maxEntries, name, flags) =>
+  loadAddon().mapCreate(type, keySize, valueSize, maxEntries, name, flags);
+export const mapGetFdById: KprBpfNative['mapGetFdById'] = (id) => loadAddon().mapGetFdById(id);
 
 /** All functions as one object, handy for dependency injection / fakes in unit tests. */
 export const addon: KprBpfNative = {
@@ -236,4 +248,6 @@ export const addon: KprBpfNative = {
   progTestRun,
   ifNameToIndex,
   errnoName,
+  mapCreate,
+  mapGetFdById,
 };

@@ -7,6 +7,7 @@
  * Nothing here throws on bad input and nothing does I/O.
  */
 import ipaddr from 'ipaddr.js';
+import { LB_ALGORITHM_ANNOTATION, LB_ALGORITHMS, type LbAlgorithm } from './maglev.js';
 import { NODEPORT_MODE_ANNOTATION, type Endpoint, type EndpointPort, type EndpointSlice, type Protocol, type Service, type ServicePort } from './types.js';
 
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; object: string; reason: string; message: string };
@@ -197,6 +198,10 @@ export function parseService(raw: unknown): ParseResult<Service> {
     if (mode !== undefined && mode !== 'snat' && mode !== 'dsr' && mode !== 'hybrid') {
       throw new Invalid(`metadata.annotations["${NODEPORT_MODE_ANNOTATION}"] must be snat, dsr or hybrid, got ${JSON.stringify(mode)}`);
     }
+    const algorithm = annotations[LB_ALGORITHM_ANNOTATION];
+    if (algorithm !== undefined && !(LB_ALGORITHMS as readonly string[]).includes(algorithm)) {
+      throw new Invalid(`metadata.annotations["${LB_ALGORITHM_ANNOTATION}"] must be ${LB_ALGORITHMS.join(' or ')}, got ${JSON.stringify(algorithm)}`);
+    }
 
     return {
       namespace,
@@ -220,6 +225,7 @@ export function parseService(raw: unknown): ParseResult<Service> {
       affinityTimeout,
       annotations,
       nodePortMode: mode as Service['nodePortMode'],
+      lbAlgorithm: algorithm as LbAlgorithm | undefined,
     };
   });
 }

@@ -10,6 +10,7 @@ import {
   NAT_FLG_EXTERNAL,
   NAT_FLG_EXTERNAL_LOCAL,
   NAT_FLG_INTERNAL_LOCAL,
+  NAT_FLG_MAGLEV,
   NAT_FLG_MODE_SET,
   NAT_FLG_MODE_SHIFT,
   NODEPORT_ANY,
@@ -30,6 +31,8 @@ export interface TranslateOptions {
   nodeIPs?: string[] | undefined;
   /** Valid NodePort range, inclusive; default 30000-32767. */
   nodePortRange?: [number, number] | undefined;
+  /** Backend choice for external frontends (--lb-algorithm); kpr.io/lb-algorithm overrides it. */
+  lbAlgorithm?: 'random' | 'maglev' | undefined;
 }
 
 export const DEFAULT_NODEPORT_RANGE: [number, number] = [30000, 32767];
@@ -104,7 +107,8 @@ function frontendsFor(svc: Service, sp: ServicePort, opts: TranslateOptions): Fr
   const open = { srcAddr: '0.0.0.0', srcLen: 0, blackhole: false };
   const internal = svc.internalTrafficPolicy === 'Local' ? NAT_FLG_INTERNAL_LOCAL : 0;
   const mode = svc.nodePortMode === undefined ? 0 : NAT_FLG_MODE_SET | (NODEPORT_MODE_VALUES[svc.nodePortMode] << NAT_FLG_MODE_SHIFT);
-  const external = NAT_FLG_EXTERNAL | mode | (svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0);
+  const maglev = (svc.lbAlgorithm ?? opts.lbAlgorithm) === 'maglev' ? NAT_FLG_MAGLEV : 0;
+  const external = NAT_FLG_EXTERNAL | mode | maglev | (svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0);
   const out: Frontend[] = [];
   for (const addr of svc.clusterIPs) out.push({ addr, port: sp.port, proto, flags: internal, ...open });
   if (sp.nodePort !== undefined && (svc.type === 'NodePort' || svc.type === 'LoadBalancer')) {
