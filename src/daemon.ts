@@ -19,6 +19,7 @@ import { ConntrackScanner } from './controller/conntrack.js';
 import { TcAttacher } from './datapath/tc-attach.js';
 import { HealthTargets, ServiceHealthServers } from './health/service-health.js';
 import { deviceAddresses } from './util/netdev.js';
+import type { LbAlgorithm } from './model/maglev.js';
 
 export interface DaemonOptions {
   manifests?: string | undefined;
@@ -60,6 +61,10 @@ export interface DaemonOptions {
   nodePortMode?: NodePortMode | undefined;
   /** Clients never served by DSR. */
   dsrOptoutCidrs?: string[] | undefined;
+  /** Backend choice for external frontends; kpr.io/lb-algorithm overrides it. */
+  lbAlgorithm?: LbAlgorithm | undefined;
+  /** Slots per Maglev table (a prime). */
+  maglevTableSize?: number | undefined;
 }
 
 export interface Daemon {
@@ -117,7 +122,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   let datapath: Datapath;
   try {
-    datapath = await Datapath.open(opts.pinPath, opts.sizes);
+    datapath = await Datapath.open(opts.pinPath, opts.sizes, opts.maglevTableSize);
   } catch (err) {
     await http.stop();
     throw err;
@@ -127,12 +132,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   log.info({ pinPath: opts.pinPath, ...adopted }, 'opened pinned maps');
 
   const maps = datapath.maps;
-  for (const m of [maps.fe, maps.be, maps.meta, maps.skNat]) metrics.mapCapacity.set({ map: m.name }, m.maxEntries);
+  for (const m of [maps.fe, maps.be, maps.meta, maps.skNat, maps.maglev]) metrics.mapCapacity.set({ map: m.name }, m.maxEntries);
   const refreshGauges = () => {
     const c = reconciler.counts();
     metrics.mapEntries.set({ map: maps.fe.name }, c.frontends);
     metrics.mapEntries.set({ map: maps.be.name }, c.backends);
     metrics.mapEntries.set({ map: maps.meta.name }, c.ports);
+    metrics.mapEntries.set({ map: maps.maglev.name }, c.tables);
     for (const [event, v] of Object.entries(datapath.readStats())) metrics.datapathStats.set({ event }, v);
   };
 
@@ -195,7 +201,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     reconciler,
     log,
     metrics,
-    translate: { nodeName: opts.nodeName, nodeIPs, nodePortRange: opts.nodePortRange },
+    translate: { nodeName: opts.nodeName, nodeIPs, nodePortRange: opts.nodePortRange, lbAlgorithm: opts.lbAlgorithm },
     resyncIntervalMs: opts.resyncIntervalMs,
     afterSync: (keys) => {
       refreshGauges();

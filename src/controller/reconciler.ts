@@ -426,13 +426,15 @@ export class Reconciler {
   }
 
   /** Entry counts per map, as the mirror knows them. */
-  counts(): { frontends: number; backends: number; ports: number } {
+  counts(): { frontends: number; backends: number; ports: number; tables: number } {
     let frontends = 0;
     let backends = 0;
+    let tables = 0;
     for (const st of this.byName.values()) {
       frontends += st.frontends.size;
       backends += st.backends.filter(Boolean).length;
+      if (st.tableDigest !== undefined) tables++;
     }
-    return { frontends, backends, ports: this.byName.size };
+    return { frontends, backends, ports: this.byName.size, tables };
   }
 }

@@ -195,3 +195,19 @@ export class MemoryMaglevTables extends MemoryMap implements MaglevMap {
     return out;
   }
 }
+
+/**
+ * Refuse table settings whose worst case (every table slot in use) would
+ * take more kernel memory than allowed: arrays are allocated in full when
+ * a table is written, so the ceiling must hold before the first one is.
+ */
+export function maglevMemoryProblem(tables: number, m: number, limitBytes: number): string | undefined {
+  const need = tables * maglevTableBytes(m);
+  if (need <= limitBytes) return undefined;
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  return (
+    `Maglev tables could take ${mib(need)} of kernel memory (${tables} tables (--map-size-maglev) x ${m} slots ` +
+    `(--maglev-table-size) x 4 bytes), above --maglev-memory-limit ${mib(limitBytes)}: lower --maglev-table-size or ` +
+    `--map-size-maglev, or raise --maglev-memory-limit`
+  );
+}

@@ -12,7 +12,7 @@ import {
 } from '../datapath/codec.js';
 import type { KVMap } from '../datapath/kvmap.js';
 import { ipv4ToNumber } from '../util/ipv4.js';
-import { NAT_FE_BLACKHOLE, NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_INTERNAL_LOCAL } from '../model/types.js';
+import { NAT_FE_BLACKHOLE, NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_INTERNAL_LOCAL, NAT_FLG_MAGLEV } from '../model/types.js';
 
 export interface NatRow {
   frontend: { addr: string; port: number; proto: string; source: string };
@@ -58,6 +58,7 @@ export function natRows(maps: { fe: KVMap; be: KVMap; meta: KVMap }): NatRow[] {
       flags: [
         ...(val.flags & NAT_FLG_EXTERNAL_LOCAL ? ['external-local'] : []),
         ...(val.flags & NAT_FLG_INTERNAL_LOCAL ? ['internal-local'] : []),
+        ...(val.flags & NAT_FLG_MAGLEV ? ['maglev'] : []),
         ...(val.flags & 0x20 ? [`nodeport-mode ${['snat', 'dsr', 'hybrid', '?'][(val.flags >> 6) & 3]}`] : []),
       ],
       backends: [],
