@@ -297,7 +297,7 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 	struct kpr_config *cfg = config();
 	struct nat_choice c = {};
 	struct nat_fe_val *fe;
-	bool external, internal_client, local_only, snat, maglev;
+	bool external, internal_client, local_only, snat, maglev, midstream = false;
 	__be32 fe_addr = p->daddr;
 	__u16 fe_port = p->dport;
 	__u32 n;
@@ -390,8 +390,10 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 				/* Mid-stream: another node opened this flow and
 				 * ECMP moved it here. Maglev chose the same
 				 * backend, whose node learnt the flow from the
-				 * SYN: DNAT only, keep the client's address. */
+				 * SYN: DNAT only, keep the client's address,
+				 * and add no option (no room was checked). */
 				snat = false;
+				midstream = true;
 				c.flags = CT_F_DSR;
 			} else {
 				stat_inc(STAT_TC_DSR_FALLBACK);
@@ -412,7 +414,7 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 		return TC_ACT_SHOT;
 	if (nat_rewrite(skb, p, snat ? c.snat_addr : p->saddr, snat ? c.snat_port : p->sport, c.be.addr, c.be.port))
 		return TC_ACT_SHOT;
-	if (c.flags & CT_F_DSR) {
+	if ((c.flags & CT_F_DSR) && !midstream) {
 		/* frontend address as the client used it (NodePort: this node) */
 		if (dsr_add_opt(skb, p, fe_addr, fe_port))
 			return TC_ACT_SHOT;

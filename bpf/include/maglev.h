@@ -43,8 +43,8 @@ struct {
 	 * --maglev-table-size replaces tables one by one. */
 	__array(values, struct {
 		__uint(type, BPF_MAP_TYPE_ARRAY);
-		__type(key, __u32);
-		__type(value, struct maglev_chunk);
+		__uint(key_size, sizeof(__u32));
+		__uint(value_size, sizeof(struct maglev_chunk));
 		__uint(max_entries, 1);
 		__uint(map_flags, BPF_F_INNER_MAP);
 	});
