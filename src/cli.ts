@@ -18,6 +18,7 @@ import { parseAddress } from './http/server.js';
 import { formatNatRows, natRows } from './inspect/nat.js';
 import { ctRows, formatCtRows } from './inspect/ct.js';
 import { benchCommand } from './bench/command.js';
+import { benchMaglevCommand } from './bench/maglev.js';
 import { createLogger } from './log.js';
 
 const DEFAULT_PIN_PATH = '/sys/fs/bpf/kpr';
@@ -330,6 +331,7 @@ export async function main(argv: string[]): Promise<void> {
       },
     )
     .command(benchCommand)
+    .command(benchMaglevCommand)
     .demandCommand(1, 'give a command: run, inspect, cleanup, lab, demo or bench')
     .strict()
     .help()

@@ -26,26 +26,21 @@ export function maglevTableBytes(m: number): number {
   return tableChunks(m) * CHUNK_BYTES;
 }
 
-/** FNV-1a over the slot words: lets a restarted controller skip rewriting identical tables. */
+/** FNV-1a over the words M and slots: lets a restarted controller skip rewriting identical tables. */
 function digest(words: Uint32Array, m: number): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i <= m; i++) {
-    const w = words[i] as number;
-    for (let s = 0; s < 32; s += 8) h = Math.imul(h ^ ((w >>> s) & 0xff), 0x01000193) >>> 0;
-  }
+  for (let i = 0; i <= m; i++) h = Math.imul(h ^ (words[i] as number), 0x01000193) >>> 0;
   return h;
 }
 
-/** Encode a table (slot -> backend ordinal) as the inner map's bytes. */
+/** Encode a table (slot -> backend ordinal) as the inner map's bytes (host order, as the kernel keeps them). */
 export function encodeMaglevTable(ordinals: Uint32Array): Buffer {
   const m = ordinals.length;
   const words = new Uint32Array(tableChunks(m) * MAGLEV_CHUNK);
   words[0] = m;
   words.set(ordinals, 1);
   words[m + 1] = digest(words, m);
-  const buf = Buffer.alloc(words.length * 4);
-  words.forEach((w, i) => buf.writeUInt32LE(w, i * 4));
-  return buf;
+  return Buffer.from(words.buffer, words.byteOffset, words.byteLength);
 }
 
 export interface DecodedMaglevTable {
@@ -55,11 +50,11 @@ export interface DecodedMaglevTable {
 }
 
 export function decodeMaglevTable(buf: Buffer): DecodedMaglevTable {
-  const m = buf.readUInt32LE(0);
-  if (m === 0 || (m + 2) * 4 > buf.length) throw new RangeError(`Maglev table of ${buf.length} bytes cannot hold M=${m}`);
-  const ordinals = new Uint32Array(m);
-  for (let i = 0; i < m; i++) ordinals[i] = buf.readUInt32LE((i + 1) * 4);
-  return { m, ordinals, digest: buf.readUInt32LE((m + 1) * 4) };
+  const words = new Uint32Array(buf.length >> 2);
+  Buffer.from(words.buffer).set(buf.subarray(0, words.byteLength));
+  const m = words[0] as number;
+  if (m === 0 || m + 2 > words.length) throw new RangeError(`Maglev table of ${buf.length} bytes cannot hold M=${m}`);
+  return { m, ordinals: words.slice(1, m + 1), digest: words[m + 1] as number };
 }
 
 /** The table map as the reconciler sees it. */
