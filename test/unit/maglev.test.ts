@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { prng } from '../../src/bench/model.js';
 import { Reconciler } from '../../src/controller/reconciler.js';
 import { decodeNatFeVal } from '../../src/datapath/codec.js';
 import { MemoryMap } from '../../src/datapath/kvmap.js';
@@ -20,18 +21,6 @@ import {
   type FlowTuple,
 } from '../../src/model/maglev.js';
 import { NAT_FLG_EXTERNAL, NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_MAGLEV, type DesiredServicePort } from '../../src/model/types.js';
-
-/** A small deterministic PRNG (mulberry32), so the figures are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function tuples(count: number, seed = 1): FlowTuple[] {
   const r = prng(seed);
