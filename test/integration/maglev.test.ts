@@ -180,10 +180,35 @@ describe('Maglev in tc, on two nodes', () => {
     assert.ok(fwd.some((v) => v.flags & CT_F_DSR), 'remote backends are marked DSR');
   });
 
+  test('a restart adopts the tables as they are, and one with another M replaces them', async (t) => {
+    if (skipped) return t.skip('not root');
+    const tables = (dp: Datapath) => dp.maps.maglev.dump().map(([, v]) => decodeMaglevTable(v).m);
+    const same = new Reconciler(dps[0]!.maps);
+    same.adopt();
+    const r0 = same.syncAll(desired(NODES[0].name, NODES[0].ip));
+    assert.equal(r0.writes, 0, 'nothing rewritten: every digest matched');
+    const other = await Datapath.open(pins[0] as string, undefined, 1021);
+    try {
+      const r = new Reconciler(other.maps);
+      r.adopt();
+      assert.deepEqual(r.syncAll(desired(NODES[0].name, NODES[0].ip)).failed, []);
+      assert.deepEqual(tables(other), [1021, 1021], 'both Maglev Service ports now have M = 1021');
+    } finally {
+      other.close();
+    }
+  });
+
   test('without Maglev, the same mid-stream segment falls back to SNAT to a random backend', (t) => {
     if (skipped) return t.skip('not root');
     clearCt();
-    const ack = send(1, { src: '203.0.113.7', dst: RND_VIP, sport: 33333, flags: TCP_ACK });
-    assert.equal(ack.out.src, NODES[1].ip);
+    const local = new Set(ENDPOINTS.filter((e) => e.node === NODES[1].name).map((e) => e.ip));
+    let snat = 0;
+    for (const c of clients(16)) {
+      const ack = send(1, { src: c.src, dst: RND_VIP, sport: c.sport, flags: TCP_ACK });
+      // A local backend is served here with the client's address; a remote one is masqueraded.
+      assert.equal(ack.out.src, local.has(ack.out.dst) ? c.src : NODES[1].ip, `${c.src}:${c.sport} -> ${ack.out.dst}`);
+      if (ack.out.src === NODES[1].ip) snat++;
+    }
+    assert.ok(snat > 0);
   });
 });
