@@ -8,15 +8,23 @@
  * node has other local backends, so a flow moved there cannot keep its
  * backend whatever the algorithm.
  */
+import { createHash } from 'node:crypto';
 import { encodeMaglevTable } from '../datapath/maglev-tables.js';
 import type { NatBeVal } from '../datapath/codec.js';
 import { maglevOrdinals } from '../model/maglev.js';
 import { NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_MAGLEV, type Frontend } from '../model/types.js';
 
+/** Bumped whenever the builder would build another table from the same inputs. */
+const BUILDER_VERSION = 1;
+
 export interface TablePlan {
-  /** What the table is built from: equal signatures, equal tables. */
-  sig: string;
-  build(): { value: Buffer; digest: number };
+  /**
+   * Digest of what the table is built from (builder version, M, backends by
+   * ordinal): equal inputs build equal tables, so a restart or a periodic
+   * resync compares digests, read from the kernel, instead of building.
+   */
+  digest: number;
+  build(): Buffer;
 }
 
 export function planMaglevTable(frontends: Frontend[], atOrdinal: NatBeVal[], local: number, m: number): TablePlan | undefined {
@@ -25,11 +33,7 @@ export function planMaglevTable(frontends: Frontend[], atOrdinal: NatBeVal[], lo
   const localOnly = flagged.some((f) => f.flags & NAT_FLG_EXTERNAL_LOCAL);
   const eligible = atOrdinal.slice(0, localOnly ? local : atOrdinal.length);
   if (eligible.length === 0) return undefined;
-  return {
-    sig: `${m}|${eligible.map((b) => `${b.addr}:${b.port}`).join(',')}`,
-    build() {
-      const value = encodeMaglevTable(maglevOrdinals(eligible, m));
-      return { value, digest: value.readUInt32LE((m + 1) * 4) };
-    },
-  };
+  const sig = `v${BUILDER_VERSION}|${m}|${eligible.map((b) => `${b.addr}:${b.port}`).join(',')}`;
+  const digest = createHash('sha256').update(sig).digest().readUInt32LE(0);
+  return { digest, build: () => encodeMaglevTable(maglevOrdinals(eligible, m), digest) };
 }

@@ -66,9 +66,8 @@ interface PortState {
   /** Backend at each ordinal, as written. */
   backends: Array<NatBeVal | undefined>;
   metaWritten: boolean;
-  /** Maglev table installed for this id (digest), and what it was built from. */
+  /** Digest of the Maglev table installed for this id. */
   tableDigest?: number | undefined;
-  tableSig?: string | undefined;
 }
 
 export interface ApplyError {
@@ -393,22 +392,13 @@ export class Reconciler {
     const plan = planMaglevTable(frontends, next, local, maglev.tableSize);
     if (!plan) {
       if (st.tableDigest !== undefined) {
-        deletes.push({ port: st, key: encodeU32(st.id), commit: () => ((st.tableDigest = undefined), (st.tableSig = undefined)) });
+        deletes.push({ port: st, key: encodeU32(st.id), commit: () => (st.tableDigest = undefined) });
       }
       return;
     }
-    if (plan.sig === st.tableSig && st.tableDigest !== undefined) return;
-    const table = plan.build();
-    if (table.digest === st.tableDigest) {
-      st.tableSig = plan.sig; // adopted from the kernel, already right
-      return;
-    }
-    writes.push({
-      port: st,
-      key: encodeU32(st.id),
-      value: table.value,
-      commit: () => ((st.tableDigest = table.digest), (st.tableSig = plan.sig)),
-    });
+    if (plan.digest === st.tableDigest) return;
+    const digest = plan.digest;
+    writes.push({ port: st, key: encodeU32(st.id), value: plan.build(), commit: () => (st.tableDigest = digest) });
   }
 
   private planBackendDeletes(st: PortState, from: number, out: Op[]): void {

@@ -26,20 +26,18 @@ export function maglevTableBytes(m: number): number {
   return tableChunks(m) * CHUNK_BYTES;
 }
 
-/** FNV-1a over the words M and slots: lets a restarted controller skip rewriting identical tables. */
-function digest(words: Uint32Array, m: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i <= m; i++) h = Math.imul(h ^ (words[i] as number), 0x01000193) >>> 0;
-  return h;
-}
-
-/** Encode a table (slot -> backend ordinal) as the inner map's bytes (host order, as the kernel keeps them). */
-export function encodeMaglevTable(ordinals: Uint32Array): Buffer {
+/**
+ * Encode a table (slot -> backend ordinal) as the inner map's bytes, in host
+ * order as the kernel keeps them. `digest` names what the table was built
+ * from (see planMaglevTable), so a restarted controller can tell a table is
+ * already right without building it again.
+ */
+export function encodeMaglevTable(ordinals: Uint32Array, digest: number): Buffer {
   const m = ordinals.length;
   const words = new Uint32Array(tableChunks(m) * MAGLEV_CHUNK);
   words[0] = m;
   words.set(ordinals, 1);
-  words[m + 1] = digest(words, m);
+  words[m + 1] = digest;
   return Buffer.from(words.buffer, words.byteOffset, words.byteLength);
 }
 
@@ -61,7 +59,7 @@ export function decodeMaglevTable(buf: Buffer): DecodedMaglevTable {
 export interface MaglevMap extends KVMap {
   /** M of the tables this controller writes. */
   readonly tableSize: number;
-  /** service id -> digest of the table installed for it, read cheaply at adoption. */
+  /** service id -> digest of the table installed for it (one lookup each, no full read). */
   digests(): Map<number, number>;
 }
 
