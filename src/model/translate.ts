@@ -107,7 +107,8 @@ function frontendsFor(svc: Service, sp: ServicePort, opts: TranslateOptions): Fr
   const open = { srcAddr: '0.0.0.0', srcLen: 0, blackhole: false };
   const internal = svc.internalTrafficPolicy === 'Local' ? NAT_FLG_INTERNAL_LOCAL : 0;
   const mode = svc.nodePortMode === undefined ? 0 : NAT_FLG_MODE_SET | (NODEPORT_MODE_VALUES[svc.nodePortMode] << NAT_FLG_MODE_SHIFT);
-  const maglev = (svc.lbAlgorithm ?? opts.lbAlgorithm) === 'maglev' ? NAT_FLG_MAGLEV : 0;
+  // sessionAffinity picks per client, not per flow: it keeps the random choice, and needs no table.
+  const maglev = (svc.lbAlgorithm ?? opts.lbAlgorithm) === 'maglev' && svc.affinityTimeout === 0 ? NAT_FLG_MAGLEV : 0;
   const external = NAT_FLG_EXTERNAL | mode | maglev | (svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0);
   const out: Frontend[] = [];
   for (const addr of svc.clusterIPs) out.push({ addr, port: sp.port, proto, flags: internal, ...open });

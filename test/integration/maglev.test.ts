@@ -28,6 +28,7 @@ const NODES = [
 const EXT_VIP = '198.18.1.14';
 const RND_VIP = '198.18.1.15';
 const LOCAL_VIP = '198.18.1.16';
+const STICKY_VIP = '198.18.1.17';
 const ENDPOINTS = [
   { ip: '192.0.2.11', node: 'n1' },
   { ip: '192.0.2.12', node: 'n1' },
@@ -41,6 +42,7 @@ function desired(nodeName: string, nodeIP: string): Map<string, DesiredServicePo
   const objs: Array<[Record<string, unknown>, string]> = [
     [service('ext', { clusterIP: '198.18.0.14', extra: { externalIPs: [EXT_VIP] } }), 'ext'],
     [service('local', { clusterIP: '198.18.0.16', extra: { externalIPs: [LOCAL_VIP], externalTrafficPolicy: 'Local' } }), 'local'],
+    [service('sticky', { clusterIP: '198.18.0.17', extra: { externalIPs: [STICKY_VIP], sessionAffinity: 'ClientIP' } }), 'sticky'],
   ];
   const rnd = service('rnd', { clusterIP: '198.18.0.15', extra: { externalIPs: [RND_VIP] } });
   (rnd.metadata as Record<string, unknown>).annotations = { 'kpr.io/lb-algorithm': 'random' };
@@ -196,6 +198,19 @@ describe('Maglev in tc, on two nodes', () => {
     } finally {
       other.close();
     }
+  });
+
+  test('sessionAffinity: ClientIP keeps one backend per client, not one per flow', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const got = new Set<string>();
+    for (let i = 0; i < 16; i++) got.add(send(0, { src: '203.0.113.9', dst: STICKY_VIP, sport: 30000 + i * 101, flags: TCP_SYN }).out.dst);
+    assert.equal(got.size, 1, `one client, one backend: ${[...got].join(', ')}`);
+    const key = Buffer.alloc(4);
+    const r = new Reconciler(dps[0]!.maps);
+    r.adopt();
+    key.writeUInt32LE(r.idOf('default/sticky:http/TCP') as number, 0);
+    assert.equal(dps[0]!.maps.maglev.lookup(key), null, 'no table for an affinity Service');
   });
 
   test('without Maglev, the same mid-stream segment falls back to SNAT to a random backend', (t) => {
