@@ -30,6 +30,7 @@
 #include "icmp.h"
 #include "reject.h"
 #include "dsr.h"
+#include "maglev.h"
 
 enum hook {
 	HOOK_FROM_POD,
@@ -353,7 +354,7 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 	struct kpr_config *cfg = config();
 	struct nat_choice c = {};
 	struct nat_fe_val *fe;
-	bool external, internal_client, local_only, snat;
+	bool external, internal_client, local_only, snat, maglev, midstream = false;
 	__be32 fe_addr = p->daddr;
 	__u16 fe_port = p->dport;
 	__u32 n;
@@ -399,7 +400,8 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 	{
 		struct aff_key ak = { .svc_id = fe->id, .kind = AFF_CLIENT_ADDR, .client = p->saddr };
 
-		if (nat_select_backend(fe, local_only, &ak, &c.be, &c.ordinal) != NAT_FWD)
+		maglev = maglev_select_backend(fe, local_only, p, n, &c.be, &c.ordinal);
+		if (!maglev && nat_select_backend(fe, local_only, &ak, &c.be, &c.ordinal) != NAT_FWD)
 			return TC_ACT_SHOT;
 		c.svc_id = fe->id;
 	}
@@ -441,6 +443,16 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 				} else {
 					stat_inc(STAT_TC_DSR_FALLBACK);
 				}
+			} else if (maglev && p->proto == IPPROTO_TCP && !(p->tcp_flags & CT_TCP_SYN) &&
+				   p->frag == FRAG_NONE) {
+				/* Mid-stream: another node opened this flow and
+				 * ECMP moved it here. Maglev chose the same
+				 * backend, whose node learnt the flow from the
+				 * SYN: DNAT only, keep the client's address,
+				 * and add no option (no room was checked). */
+				snat = false;
+				midstream = true;
+				c.flags = CT_F_DSR;
 			} else {
 				stat_inc(STAT_TC_DSR_FALLBACK);
 			}
@@ -472,7 +484,7 @@ static __noinline int nat_new_flow(struct __sk_buff *skb, struct pkt *p, enum ho
 		return TC_ACT_SHOT;
 	if (nat_rewrite(skb, p, c.snat_addr ? c.snat_addr : p->saddr, c.snat_addr ? c.snat_port : p->sport, c.be.addr, c.be.port))
 		return TC_ACT_SHOT;
-	if (c.flags & CT_F_DSR) {
+	if ((c.flags & CT_F_DSR) && !midstream) {
 		/* frontend address as the client used it (NodePort: this node) */
 		if (dsr_add_opt(skb, p, fe_addr, fe_port))
 			return TC_ACT_SHOT;

@@ -12,11 +12,14 @@ import { hideBin } from 'yargs/helpers';
 import { startDaemon } from './daemon.js';
 import { DEFAULT_MAP_SIZES } from './datapath/layout.js';
 import { cleanup, withPinnedMaps } from './datapath/loader.js';
+import { maglevMemoryProblem } from './datapath/maglev-tables.js';
+import { DEFAULT_MAGLEV_TABLE_SIZE, LB_ALGORITHMS, tableSizeProblem, type LbAlgorithm } from './model/maglev.js';
 import { parseAddress } from './http/server.js';
 import { formatNatRows, natRows } from './inspect/nat.js';
 import { ctRows, formatCtRows } from './inspect/ct.js';
 import { formatEndpointReport, inspectEndpoints } from './inspect/endpoints.js';
 import { benchCommand } from './bench/command.js';
+import { benchMaglevCommand } from './bench/maglev.js';
 import { createLogger } from './log.js';
 
 const DEFAULT_PIN_PATH = '/sys/fs/bpf/kpr';
@@ -91,6 +94,23 @@ const RUN_OPTIONS = {
     default: 'snat',
     choices: ['snat', 'dsr', 'hybrid'],
     describe: 'NodePort/external traffic to a backend on another node: snat, dsr (direct server return) or hybrid (DSR for TCP, SNAT for UDP); the kpr.io/nodeport-mode annotation overrides it per Service',
+  },
+  'lb-algorithm': {
+    type: 'string',
+    default: 'random',
+    choices: LB_ALGORITHMS,
+    describe: 'backend choice for NodePort, externalIP and LoadBalancer traffic: random, or maglev (consistent hashing: the same flow gets the same backend on every node); the kpr.io/lb-algorithm annotation overrides it per Service',
+  },
+  'maglev-table-size': {
+    type: 'number',
+    default: DEFAULT_MAGLEV_TABLE_SIZE,
+    describe: 'slots per Maglev table, a prime between 251 and 131071; keep it above 100 x the largest backend count',
+  },
+  'map-size-maglev': { type: 'number', default: DEFAULT_MAP_SIZES.maglev, describe: 'max Service ports with a Maglev table (kpr_v4_maglev)' },
+  'maglev-memory-limit': {
+    type: 'number',
+    default: 1024,
+    describe: 'MiB of kernel memory the Maglev tables may take at most (map-size-maglev x maglev-table-size x 4 bytes); start-up refuses more',
   },
   'dsr-optout-cidrs': { type: 'string', array: true, describe: 'clients in these CIDRs get SNAT instead of DSR' },
   'cluster-node-ips': {
@@ -167,7 +187,13 @@ function runOptions(y: Argv) {
     .config('config', 'YAML config file (keys are flag names)', loadConfigFile)
     .options(RUN_OPTIONS)
     .check((a) => {
-      for (const k of ['map-size-nat-fe', 'map-size-nat-be', 'map-size-sk-nat', 'map-size-svc-meta', 'map-size-ct']) positiveInt(k, a[k]);
+      for (const k of ['map-size-nat-fe', 'map-size-nat-be', 'map-size-sk-nat', 'map-size-svc-meta', 'map-size-ct', 'map-size-maglev']) positiveInt(k, a[k]);
+      const m = Number(a['maglev-table-size']);
+      const badSize = tableSizeProblem(m);
+      if (badSize) throw new Error(`--maglev-table-size ${badSize}`);
+      const memory = positiveInt('maglev-memory-limit', a['maglev-memory-limit']) * 2 ** 20;
+      const tooBig = maglevMemoryProblem(Number(a['map-size-maglev']), m, memory);
+      if (tooBig) throw new Error(tooBig);
       portRange('nodeport-range', a['nodeport-range']);
       portRange('snat-port-range', a['snat-port-range']);
       if (a['cluster-cidr'] !== undefined) ipv4Cidr('cluster-cidr', a['cluster-cidr']);
@@ -226,7 +252,10 @@ export async function main(argv: string[]): Promise<void> {
             skNat: a['map-size-sk-nat'],
             svcMeta: a['map-size-svc-meta'],
             ct: a['map-size-ct'],
+            maglev: a['map-size-maglev'],
           },
+          lbAlgorithm: a['lb-algorithm'] as LbAlgorithm,
+          maglevTableSize: a['maglev-table-size'],
           devices: a.devices,
           workloadIfaces: a['workload-ifaces'],
           nodeIPs: a['node-ip'],
@@ -342,6 +371,7 @@ export async function main(argv: string[]): Promise<void> {
       },
     )
     .command(benchCommand)
+    .command(benchMaglevCommand)
     .demandCommand(1, 'give a command: run, inspect, cleanup, lab, demo or bench')
     .strict()
     .help()

@@ -21,6 +21,7 @@ import { TcAttacher } from './datapath/tc-attach.js';
 import { HealthTargets, ServiceHealthServers } from './health/service-health.js';
 import { deviceAddresses } from './util/netdev.js';
 import { SockDestroyer } from './datapath/sock-destroy.js';
+import type { LbAlgorithm } from './model/maglev.js';
 
 export interface DaemonOptions {
   manifests?: string | undefined;
@@ -68,6 +69,10 @@ export interface DaemonOptions {
   dsrOptoutCidrs?: string[] | undefined;
   /** Nodes trusted to send DSR requests, besides the Node objects' addresses. */
   clusterNodeCidrs?: string[] | undefined;
+  /** Backend choice for external frontends; kpr.io/lb-algorithm overrides it. */
+  lbAlgorithm?: LbAlgorithm | undefined;
+  /** Slots per Maglev table (a prime). */
+  maglevTableSize?: number | undefined;
 }
 
 export interface Daemon {
@@ -127,7 +132,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   let datapath: Datapath;
   try {
-    datapath = await Datapath.open(opts.pinPath, opts.sizes);
+    datapath = await Datapath.open(opts.pinPath, opts.sizes, opts.maglevTableSize);
   } catch (err) {
     await http.stop();
     throw err;
@@ -137,12 +142,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   log.info({ pinPath: opts.pinPath, ...adopted }, 'opened pinned maps');
 
   const maps = datapath.maps;
-  for (const m of [maps.fe, maps.be, maps.meta, maps.skNat]) metrics.mapCapacity.set({ map: m.name }, m.maxEntries);
+  for (const m of [maps.fe, maps.be, maps.meta, maps.skNat, maps.maglev]) metrics.mapCapacity.set({ map: m.name }, m.maxEntries);
   const refreshGauges = () => {
     const c = reconciler.counts();
     metrics.mapEntries.set({ map: maps.fe.name }, c.frontends);
     metrics.mapEntries.set({ map: maps.be.name }, c.backends);
     metrics.mapEntries.set({ map: maps.meta.name }, c.ports);
+    metrics.mapEntries.set({ map: maps.maglev.name }, c.tables);
     for (const [event, v] of Object.entries(datapath.readStats())) metrics.datapathStats.set({ event }, v);
   };
 
@@ -217,7 +223,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     reconciler,
     log,
     metrics,
-    translate: { nodeName: opts.nodeName, nodeIPs, nodePortRange: opts.nodePortRange, nodePortAddresses: opts.nodePortAddresses },
+    translate: {
+      nodeName: opts.nodeName,
+      nodeIPs,
+      nodePortRange: opts.nodePortRange,
+      nodePortAddresses: opts.nodePortAddresses,
+      lbAlgorithm: opts.lbAlgorithm,
+    },
     resyncIntervalMs: opts.resyncIntervalMs,
     // Every node's InternalIP may send DSR requests to this node's pods.
     onNodesChange: () => {

@@ -704,6 +704,44 @@ Napi::Value MapLookupBatch(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------
+// Map creation, for inner maps of a map-in-map that the controller fills
+// completely before it swaps them into the outer map.
+
+Napi::Value MapCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "bpf_map_create";
+  int type = ArgInt(info, 0, op, "type");
+  int keySize = ArgInt(info, 1, op, "keySize");
+  int valueSize = ArgInt(info, 2, op, "valueSize");
+  int maxEntries = ArgInt(info, 3, op, "maxEntries");
+  std::string name = info.Length() > 4 && info[4].IsString() ? info[4].As<Napi::String>().Utf8Value() : "";
+  int flags = ArgOptInt(info, 5, op, "flags", 0);
+  if (keySize < 0 || valueSize <= 0 || maxEntries <= 0)
+    throw ArgError<Napi::RangeError>(env, op, "keySize >= 0, valueSize > 0 and maxEntries > 0 are required");
+  if (name.size() >= BPF_OBJ_NAME_LEN)
+    throw ArgError<Napi::RangeError>(env, op, "name must be shorter than 16 bytes");
+  KPR_OPTS(bpf_map_create_opts, mo);
+  mo.map_flags = static_cast<__u32>(flags);
+  int fd = bpf_map_create(static_cast<bpf_map_type>(type), name.empty() ? nullptr : name.c_str(),
+                          static_cast<__u32>(keySize), static_cast<__u32>(valueSize),
+                          static_cast<__u32>(maxEntries), &mo);
+  if (fd < 0)
+    throw MakeError(env, op, ErrOf(fd),
+                    "type " + std::to_string(type) + " name '" + name + "' key " + std::to_string(keySize) +
+                        " value " + std::to_string(valueSize) + " entries " + std::to_string(maxEntries));
+  return Napi::Number::New(env, fd);
+}
+
+// An inner map by id (what a map-in-map lookup returns), to read it back.
+Napi::Value MapGetFdById(const Napi::CallbackInfo& info) {
+  const char* op = "bpf_map_get_fd_by_id";
+  int id = ArgInt(info, 0, op, "id");
+  int fd = bpf_map_get_fd_by_id(static_cast<__u32>(id));
+  if (fd < 0) throw MakeError(info.Env(), op, ErrOf(fd), "map id " + std::to_string(id));
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// ---------------------------------------------------------------------------
 // Pinning and fds
 
 Napi::Value ObjGet(const Napi::CallbackInfo& info) {
@@ -1150,6 +1188,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"tcQuery", TcQuery},               {"tcxAttach", TcxAttach},
       {"progTestRun", ProgTestRun},       {"ifNameToIndex", IfNameToIndex},
       {"errnoName", ErrnoNameJs},         {"iterRead", IterRead},
+      {"mapCreate", MapCreate},           {"mapGetFdById", MapGetFdById},
   };
   for (const Fn& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
   return exports;

@@ -43,6 +43,7 @@ enum nat_fe_prefix {
 enum nat_fe_flag {
 	NAT_FLG_EXTERNAL_LOCAL = 0x1,	/* externalTrafficPolicy: Local */
 	NAT_FLG_INTERNAL_LOCAL = 0x2,	/* internalTrafficPolicy: Local */
+	NAT_FLG_MAGLEV = 0x8,		/* backend by Maglev table (maglev.h), not random */
 	NAT_FLG_EXTERNAL = 0x10,	/* NodePort, externalIP or LB IP (not a ClusterIP) */
 
 	/* Per-Service NodePort mode (kpr.io/nodeport-mode annotation): when

@@ -9,10 +9,12 @@
  *   1. service names for new ids      (so inspect can always name an id)
  *   2. delete frontends another Service port takes over in this round
  *   3. write backends                 (before any count grows)
+ *   3b. write Maglev tables           (each complete before a frontend is flagged)
  *   4. write frontends that serve     (new keys and new counts)
  *   5. write blackhole frontends      (after the ranges they guard exist)
  *   6. delete frontends that went away (after their replacements exist)
  *   7. delete trailing backends       (after the count shrank)
+ *   7b. delete Maglev tables no frontend uses any more
  *   8. delete names of removed ids
  *
  * So a key change (loadBalancerSourceRanges edited, for one) never leaves a
@@ -54,11 +56,15 @@ import {
   type NatFeVal,
 } from '../datapath/codec.js';
 import { isMapFull, type KVMap } from '../datapath/kvmap.js';
+import type { MaglevMap } from '../datapath/maglev-tables.js';
+import { planMaglevTable } from './maglev-plan.js';
 
 export interface NatMaps {
   fe: KVMap;
   be: KVMap;
   meta: KVMap;
+  /** Maglev tables; without it no table is written and flagged frontends stay on random. */
+  maglev?: MaglevMap | undefined;
 }
 
 interface FeEntry {
@@ -75,6 +81,8 @@ interface PortState {
   /** Local-set backend at each ordinal - NAT_BE_LOCAL_BASE, as written. */
   localBackends: Array<NatBeVal | undefined>;
   metaWritten: boolean;
+  /** Digest of the Maglev table installed for this id. */
+  tableDigest?: number | undefined;
 }
 
 export interface ApplyError {
@@ -214,6 +222,7 @@ export class Reconciler {
       else st.backends[key.ordinal] = decodeNatBeVal(v);
       backends++;
     }
+    for (const [id, d] of this.maps.maglev?.digests() ?? []) stateFor(id).tableDigest = d;
     this.nextId = maxId + 1 > MAX_ID ? 1 : maxId + 1;
     const orphans = [...this.byName.keys()].filter((n) => n.startsWith(ORPHAN_PREFIX)).length;
     return { ports: this.byName.size - orphans, frontends, backends, orphans };
@@ -251,9 +260,11 @@ export class Reconciler {
     const metaWrites: Op[] = [];
     const feDeletes: Op[] = [];
     const beWrites: Op[] = [];
+    const tableWrites: Op[] = [];
     const feWrites: Op[] = [];
     const blackholeWrites: Op[] = [];
     const beDeletes: Op[] = [];
+    const tableDeletes: Op[] = [];
     const metaDeletes: Op[] = [];
     const removed: PortState[] = [];
     const fresh: PortState[] = [];
@@ -276,6 +287,7 @@ export class Reconciler {
         this.planFrontendDeletes(st, new Set(), feDeletes);
         this.planBackendDeletes(st, 'backends', 0, beDeletes);
         this.planBackendDeletes(st, 'localBackends', 0, beDeletes);
+        this.planTable(st, [], [], [], tableWrites, tableDeletes);
         const s = st;
         metaDeletes.push({ port: s, key: encodeU32(s.id), commit: () => (s.metaWritten = false) });
         continue;
@@ -304,8 +316,10 @@ export class Reconciler {
       this.planFrontendDeletes(s, new Set(wanted.keys()), feDeletes);
 
       const sizes = { backends: 0, localBackends: 0 };
+      const placed: Record<Group, NatBeVal[]> = { backends: [], localBackends: [] };
       for (const group of ['backends', 'localBackends'] as const) {
         const next = placeBackends(s[group], want[group]);
+        placed[group] = next;
         sizes[group] = next.length;
         next.forEach((b, i) => {
           if (sameBackend(s[group][i], b)) return;
@@ -319,6 +333,7 @@ export class Reconciler {
         this.planBackendDeletes(s, group, next.length, beDeletes);
       }
 
+      this.planTable(s, [...wanted.values()], placed.backends, placed.localBackends, tableWrites, tableDeletes);
       for (const [fk, f] of wanted) {
         const val: NatFeVal = {
           id: s.id,
@@ -381,10 +396,12 @@ export class Reconciler {
     run(metaWrites, this.maps.meta, false);
     run(feDeletes.filter((o) => taken.has(o.fk)), this.maps.fe, true);
     run(beWrites, this.maps.be, false);
+    if (this.maps.maglev) run(tableWrites, this.maps.maglev, false);
     run(feWrites, this.maps.fe, false);
     run(blackholeWrites, this.maps.fe, false);
     run(feDeletes.filter((o) => !taken.has(o.fk)), this.maps.fe, true);
     run(beDeletes, this.maps.be, true);
+    if (this.maps.maglev) run(tableDeletes, this.maps.maglev, true);
     run(metaDeletes, this.maps.meta, true);
 
     // The mirror holds only committed writes, so this is what left the maps,
@@ -403,13 +420,13 @@ export class Reconciler {
       }
     }
     for (const st of removed) {
-      if (failed.has(st) || st.frontends.size > 0 || hasBackends(st)) continue;
+      if (failed.has(st) || st.frontends.size > 0 || hasBackends(st) || st.tableDigest !== undefined) continue;
       this.byName.delete(st.name);
       this.byId.delete(st.id);
     }
     // A brand-new port that wrote nothing keeps no id, so a retry starts clean.
     for (const st of fresh) {
-      if (failed.has(st) && !st.metaWritten && st.frontends.size === 0 && !hasBackends(st)) {
+      if (failed.has(st) && !st.metaWritten && st.frontends.size === 0 && !hasBackends(st) && st.tableDigest === undefined) {
         this.byName.delete(st.name);
         this.byId.delete(st.id);
       }
@@ -433,6 +450,22 @@ export class Reconciler {
     }
   }
 
+  /** Write the port's Maglev table when it changed; delete it when no frontend needs one. */
+  private planTable(st: PortState, frontends: Frontend[], cluster: NatBeVal[], local: NatBeVal[], writes: Op[], deletes: Op[]): void {
+    const maglev = this.maps.maglev;
+    if (!maglev) return;
+    const plan = planMaglevTable(frontends, cluster, local, maglev.tableSize);
+    if (!plan) {
+      if (st.tableDigest !== undefined) {
+        deletes.push({ port: st, key: encodeU32(st.id), commit: () => (st.tableDigest = undefined) });
+      }
+      return;
+    }
+    if (plan.digest === st.tableDigest) return;
+    const digest = plan.digest;
+    writes.push({ port: st, key: encodeU32(st.id), value: plan.build(), commit: () => (st.tableDigest = digest) });
+  }
+
   private planBackendDeletes(st: PortState, group: Group, from: number, out: Op[]): void {
     const arr = st[group];
     for (let i = from; i < arr.length; i++) {
@@ -449,13 +482,15 @@ export class Reconciler {
   }
 
   /** Entry counts per map, as the mirror knows them. */
-  counts(): { frontends: number; backends: number; ports: number } {
+  counts(): { frontends: number; backends: number; ports: number; tables: number } {
     let frontends = 0;
     let backends = 0;
+    let tables = 0;
     for (const st of this.byName.values()) {
       frontends += st.frontends.size;
       backends += st.backends.filter(Boolean).length + st.localBackends.filter(Boolean).length;
+      if (st.tableDigest !== undefined) tables++;
     }
-    return { frontends, backends, ports: this.byName.size };
+    return { frontends, backends, ports: this.byName.size, tables };
   }
 }

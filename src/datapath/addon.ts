@@ -130,6 +130,11 @@ export const BPF_ANY = 0;
 export const BPF_NOEXIST = 1;
 export const BPF_EXIST = 2;
 
+/** bpf_map_type numbers used by mapCreate. */
+export const BPF_MAP_TYPE_ARRAY = 2;
+/** map_flags: an inner map whose size may differ from the outer map's template. */
+export const BPF_F_INNER_MAP = 1 << 12;
+
 /** Shape of the native module (addon/build/Release/kpr_bpf.node). */
 export interface KprBpfNative {
   openObject(path: string, opts?: OpenObjectOptions): BpfObject;
@@ -161,6 +166,10 @@ export interface KprBpfNative {
    * the iterator is opened from a thread inside that network namespace (socket iterators
    * walk the namespace of their opener). */
   iterRead(progFd: number, netnsPath?: string): Buffer;
+  /** bpf_map_create: a new, unpinned map; the caller owns (and closes) the fd. */
+  mapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name?: string, flags?: number): number;
+  /** bpf_map_get_fd_by_id: e.g. the inner map a map-in-map entry holds (lookup returns its id). */
+  mapGetFdById(id: number): number;
 }
 
 let cached: KprBpfNative | undefined;
@@ -213,6 +222,9 @@ export const progTestRun: KprBpfNative['progTestRun'] = (progFd, data, opts) => 
 export const ifNameToIndex: KprBpfNative['ifNameToIndex'] = (name) => loadAddon().ifNameToIndex(name);
 export const errnoName: KprBpfNative['errnoName'] = (errno) => loadAddon().errnoName(errno);
 export const iterRead: KprBpfNative['iterRead'] = (progFd, netnsPath) => loadAddon().iterRead(progFd, netnsPath);
+export const mapCreate: KprBpfNative['mapCreate'] = (type, keySize, valueSize, maxEntries, name, flags) =>
+  loadAddon().mapCreate(type, keySize, valueSize, maxEntries, name, flags);
+export const mapGetFdById: KprBpfNative['mapGetFdById'] = (id) => loadAddon().mapGetFdById(id);
 
 /** All functions as one object, handy for dependency injection / fakes in unit tests. */
 export const addon: KprBpfNative = {
@@ -242,4 +254,6 @@ export const addon: KprBpfNative = {
   ifNameToIndex,
   errnoName,
   iterRead,
+  mapCreate,
+  mapGetFdById,
 };

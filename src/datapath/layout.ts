@@ -17,6 +17,8 @@ export const MAP_NODE_IPS = 'kpr_v4_node_ips';
 export const MAP_DSR_OPTOUT = 'kpr_v4_dsr_optout';
 export const MAP_DSR_PEERS = 'kpr_v4_dsr_peers';
 export const MAP_AFFINITY = 'kpr_v4_aff';
+/** Maglev tables (bpf/include/maglev.h): declared by the tc object only. */
+export const MAP_MAGLEV = 'kpr_v4_maglev';
 
 export const ALL_MAPS = [
   MAP_NAT_FE,
@@ -32,6 +34,7 @@ export const ALL_MAPS = [
   MAP_DSR_OPTOUT,
   MAP_DSR_PEERS,
   MAP_AFFINITY,
+  MAP_MAGLEV,
 ] as const;
 
 /** Sub-directory for pinned program links. */
@@ -112,7 +115,9 @@ export interface MapSizes {
   svcMeta: number;
   /** conntrack entries (kpr_v4_ct, LRU) */
   ct?: number;
+  /** Maglev tables, one per Service port with Maglev frontends (kpr_v4_maglev) */
+  maglev?: number;
 }
 
 /** Defaults hold 10k Services x 10 endpoints with room to spare. */
-export const DEFAULT_MAP_SIZES: MapSizes = { natFe: 65536, natBe: 262144, skNat: 65536, svcMeta: 65536, ct: 524288 };
+export const DEFAULT_MAP_SIZES: MapSizes = { natFe: 65536, natBe: 262144, skNat: 65536, svcMeta: 65536, ct: 524288, maglev: 8192 };

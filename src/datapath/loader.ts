@@ -14,6 +14,8 @@ import { mkdir, readdir, rmdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import * as bpf from './addon.js';
 import { BpfMap } from './maps.js';
+import { BpfMaglevTables } from './maglev-tables.js';
+import { DEFAULT_MAGLEV_TABLE_SIZE } from '../model/maglev.js';
 import type { KVMap } from './kvmap.js';
 import { encodeIPv4, encodeKprConfig, encodeU32, type KprConfig } from './codec.js';
 import {
@@ -28,6 +30,7 @@ import {
   MAP_NODE_IPS,
   MAP_DSR_OPTOUT,
   MAP_DSR_PEERS,
+  MAP_MAGLEV,
   MAP_SK_NAT,
   MAP_STATS,
   MAP_SVC_META,
@@ -60,6 +63,7 @@ export interface DatapathMaps {
   nodeIPs: BpfMap;
   dsrOptout: BpfMap;
   dsrPeers: BpfMap;
+  maglev: BpfMaglevTables;
 }
 
 export interface AttachReport {
@@ -106,15 +110,16 @@ export class Datapath {
     readonly maps: DatapathMaps,
   ) {}
 
-  static async open(pinPath: string, sizes: MapSizes = DEFAULT_MAP_SIZES): Promise<Datapath> {
+  /** maglevTableSize: M of the Maglev tables this controller writes (--maglev-table-size). */
+  static async open(pinPath: string, sizes: MapSizes = DEFAULT_MAP_SIZES, maglevTableSize = DEFAULT_MAGLEV_TABLE_SIZE): Promise<Datapath> {
     checkBpffs(pinPath);
     await mkdir(pinPath, { recursive: true });
     const maxEntries = mapMaxEntries(sizes);
     // Both objects declare the same pinned maps: the first creates them,
     // the second reuses them, so connect-time and tc share one state.
-    const open = (name: string) => {
+    const open = (name: string, extra: Record<string, number> = {}) => {
       try {
-        return bpf.openObject(bpfObjectPath(name), { pinRoot: pinPath, maxEntries });
+        return bpf.openObject(bpfObjectPath(name), { pinRoot: pinPath, maxEntries: { ...maxEntries, ...extra } });
       } catch (err) {
         const e = err as bpf.BpfError;
         if (e.code === 'EINVAL' && /reuse/i.test([e.message, ...(e.libbpfLog ?? [])].join('\n'))) {
@@ -129,7 +134,7 @@ export class Datapath {
     const sockObj = open(SOCK_LB_OBJECT);
     let tcObj: bpf.BpfObject;
     try {
-      tcObj = open(TC_NAT_OBJECT);
+      tcObj = open(TC_NAT_OBJECT, { [MAP_MAGLEV]: sizes.maglev ?? DEFAULT_MAP_SIZES.maglev ?? 8192 });
     } catch (err) {
       sockObj.close();
       throw err;
@@ -146,6 +151,7 @@ export class Datapath {
       nodeIPs: map(MAP_NODE_IPS),
       dsrOptout: map(MAP_DSR_OPTOUT),
       dsrPeers: map(MAP_DSR_PEERS),
+      maglev: new BpfMaglevTables(MAP_MAGLEV, tcObj.mapFd(MAP_MAGLEV), maglevTableSize),
     });
   }
 
@@ -348,6 +354,8 @@ export function openPinnedMaps(pinPath: string): DatapathMaps {
       nodeIPs: open(MAP_NODE_IPS),
       dsrOptout: open(MAP_DSR_OPTOUT),
       dsrPeers: open(MAP_DSR_PEERS),
+      // M only matters for writes; inspect and tests read tables of any size.
+      maglev: new BpfMaglevTables(MAP_MAGLEV, open(MAP_MAGLEV).fd, DEFAULT_MAGLEV_TABLE_SIZE),
     };
   } catch (err) {
     for (const m of opened) m.close();

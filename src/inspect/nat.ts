@@ -19,6 +19,7 @@ import {
   NAT_FE_BLACKHOLE,
   NAT_FLG_EXTERNAL_LOCAL,
   NAT_FLG_INTERNAL_LOCAL,
+  NAT_FLG_MAGLEV,
   type NatBackendRow,
 } from '../model/types.js';
 
@@ -69,6 +70,7 @@ export function natRows(maps: { fe: KVMap; be: KVMap; meta: KVMap }): NatRow[] {
       flags: [
         ...(val.flags & NAT_FLG_EXTERNAL_LOCAL ? ['external-local'] : []),
         ...(val.flags & NAT_FLG_INTERNAL_LOCAL ? ['internal-local'] : []),
+        ...(val.flags & NAT_FLG_MAGLEV ? ['maglev'] : []),
         ...(val.flags & 0x20 ? [`nodeport-mode ${['snat', 'dsr', 'hybrid', '?'][(val.flags >> 6) & 3]}`] : []),
       ],
       backends: [],

@@ -8,6 +8,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { ZONE_LABEL } from './endpoints.js';
+import { LB_ALGORITHM_ANNOTATION, LB_ALGORITHMS, type LbAlgorithm } from './maglev.js';
 import {
   NODEPORT_MODE_ANNOTATION,
   type Endpoint,
@@ -214,6 +215,10 @@ export function parseService(raw: unknown): ParseResult<Service> {
     if (mode !== undefined && mode !== 'snat' && mode !== 'dsr' && mode !== 'hybrid') {
       throw new Invalid(`metadata.annotations["${NODEPORT_MODE_ANNOTATION}"] must be snat, dsr or hybrid, got ${JSON.stringify(mode)}`);
     }
+    const algorithm = annotations[LB_ALGORITHM_ANNOTATION];
+    if (algorithm !== undefined && !(LB_ALGORITHMS as readonly string[]).includes(algorithm)) {
+      throw new Invalid(`metadata.annotations["${LB_ALGORITHM_ANNOTATION}"] must be ${LB_ALGORITHMS.join(' or ')}, got ${JSON.stringify(algorithm)}`);
+    }
 
     return {
       namespace,
@@ -238,6 +243,7 @@ export function parseService(raw: unknown): ParseResult<Service> {
       annotations,
       nodePortMode: mode as Service['nodePortMode'],
       trafficDistribution: str(spec, 'trafficDistribution', 'spec'),
+      lbAlgorithm: algorithm as LbAlgorithm | undefined,
     };
   });
 }

@@ -10,6 +10,7 @@ import {
   NAT_FLG_EXTERNAL,
   NAT_FLG_EXTERNAL_LOCAL,
   NAT_FLG_INTERNAL_LOCAL,
+  NAT_FLG_MAGLEV,
   NAT_FLG_MODE_SET,
   NAT_FLG_MODE_SHIFT,
   NODEPORT_ANY,
@@ -37,6 +38,8 @@ export interface TranslateOptions {
   nodePortAddresses?: string[] | undefined;
   /** Valid NodePort range, inclusive; default 30000-32767. */
   nodePortRange?: [number, number] | undefined;
+  /** Backend choice for external frontends (--lb-algorithm); kpr.io/lb-algorithm overrides it. */
+  lbAlgorithm?: 'random' | 'maglev' | undefined;
 }
 
 /** The node addresses that get NodePort frontends, and whether the any-address entry is written. */
@@ -83,7 +86,9 @@ function frontendsFor(svc: Service, sp: ServicePort, opts: TranslateOptions, wit
   const open = { srcAddr: '0.0.0.0', srcLen: 0, blackhole: false };
   const internal = svc.internalTrafficPolicy === 'Local' ? NAT_FLG_INTERNAL_LOCAL : 0;
   const mode = svc.nodePortMode === undefined ? 0 : NAT_FLG_MODE_SET | (NODEPORT_MODE_VALUES[svc.nodePortMode] << NAT_FLG_MODE_SHIFT);
-  const external = NAT_FLG_EXTERNAL | mode | (svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0);
+  // sessionAffinity picks per client, not per flow: it keeps the random choice, and needs no table.
+  const maglev = (svc.lbAlgorithm ?? opts.lbAlgorithm) === 'maglev' && svc.affinityTimeout === 0 ? NAT_FLG_MAGLEV : 0;
+  const external = NAT_FLG_EXTERNAL | mode | maglev | (svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0);
   const out: Frontend[] = [];
   for (const addr of svc.clusterIPs) out.push({ addr, port: sp.port, proto, flags: internal, ...open });
   if (withNodePort && sp.nodePort !== undefined && (svc.type === 'NodePort' || svc.type === 'LoadBalancer')) {

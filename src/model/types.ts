@@ -38,6 +38,8 @@ export interface Service {
   nodePortMode: 'snat' | 'dsr' | 'hybrid' | undefined;
   /** spec.trafficDistribution as written (PreferClose, PreferSameZone, PreferSameNode, ...). */
   trafficDistribution: string | undefined;
+  /** kpr.io/lb-algorithm, when set: overrides --lb-algorithm for external frontends */
+  lbAlgorithm?: 'random' | 'maglev' | undefined;
 }
 
 export interface EndpointConditions {
@@ -147,6 +149,8 @@ export const NAT_BE_F_LOCAL = 0x1;
 
 export const NAT_FLG_EXTERNAL_LOCAL = 0x1;
 export const NAT_FLG_INTERNAL_LOCAL = 0x2;
+/** Backend by the Service's Maglev table (bpf/include/maglev.h); set only on external frontends. */
+export const NAT_FLG_MAGLEV = 0x8;
 /** NodePort, externalIP or LoadBalancer IP: reached from outside, not a ClusterIP. */
 export const NAT_FLG_EXTERNAL = 0x10;
 /** Per-Service NodePort mode override: NAT_FLG_MODE_SET | mode << NAT_FLG_MODE_SHIFT. */

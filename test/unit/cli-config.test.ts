@@ -117,3 +117,20 @@ test('--nodeport-addresses takes IPv4 CIDRs and "primary"; anything else stops s
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /--nodeport-addresses must be an IPv4 CIDR like .*"nonsense"/);
 });
+
+test('Maglev: the table size must be a prime in range, and the tables must fit the memory limit', () => {
+  let r = kpr([...base, '--lb-algorithm', 'maglev', '--maglev-table-size', '16382']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /--maglev-table-size must be a prime between 251 and 131071.*got 16382/);
+  r = kpr([...base, '--maglev-table-size', '131101']);
+  assert.match(r.stderr, /--maglev-table-size must be a prime/);
+  r = kpr([...base, '--lb-algorithm', 'consistent']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /lb-algorithm/);
+  // 65536 tables x 131071 slots x 4 bytes = 32 GiB: refused with the figure and the flags to change.
+  r = kpr(base, { KPR_MAP_SIZE_MAGLEV: '65536' }, 'maglev-table-size: 131071\n');
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /Maglev tables could take 327\d\d MiB .*65536 tables.*131071 slots.*above --maglev-memory-limit 1024 MiB/);
+  r = kpr([...base, '--map-size-maglev', '1000', '--maglev-memory-limit', '32']);
+  assert.match(r.stderr, /Maglev tables could take 63 MiB/);
+});

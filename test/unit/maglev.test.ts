@@ -1,0 +1,215 @@
+/**
+ * The Maglev table builder and its place in the reconciler: balance, order
+ * independence, disruption when a backend goes (against random), and
+ * make-before-break writes.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { prng } from '../../src/bench/model.js';
+import { Reconciler } from '../../src/controller/reconciler.js';
+import { decodeNatFeVal } from '../../src/datapath/codec.js';
+import { MemoryMap } from '../../src/datapath/kvmap.js';
+import { decodeMaglevTable, MemoryMaglevTables } from '../../src/datapath/maglev-tables.js';
+import {
+  backendIdentity,
+  buildMaglevTable,
+  flowSlot,
+  isPrime,
+  maglevOrdinals,
+  sortForMaglev,
+  tableSizeProblem,
+  type FlowTuple,
+} from '../../src/model/maglev.js';
+import { NAT_BE_LOCAL_BASE, NAT_FLG_EXTERNAL, NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_MAGLEV, type DesiredServicePort } from '../../src/model/types.js';
+
+function tuples(count: number, seed = 1): FlowTuple[] {
+  const r = prng(seed);
+  const q = () => Math.floor(r() * 256);
+  return Array.from({ length: count }, () => ({
+    // synthetic tuples: hashed, never sent
+    saddr: `${q()}.${q()}.${q()}.${q()}`,
+    daddr: '198.18.1.14',
+    sport: 1024 + Math.floor(r() * 64000),
+    dport: 80,
+    proto: 6,
+  }));
+}
+
+const backends = (n: number) => Array.from({ length: n }, (_, i) => ({ addr: `192.0.2.${10 + i}`, port: 8080 }));
+
+test('table sizes: primes between 251 and 131071 only', () => {
+  assert.equal(tableSizeProblem(16381), undefined);
+  assert.equal(tableSizeProblem(251), undefined);
+  assert.equal(tableSizeProblem(131071), undefined);
+  for (const bad of [250, 16382, 16383, 131072, 1.5, 241]) assert.match(tableSizeProblem(bad) ?? '', /prime between 251 and 131071/);
+  assert.equal(isPrime(65521), true);
+  assert.equal(isPrime(65535), false);
+});
+
+test('every backend owns M/N slots, give or take one', () => {
+  for (const [n, m] of [
+    [1, 251],
+    [3, 251],
+    [7, 16381],
+    [100, 16381],
+  ] as const) {
+    const t = buildMaglevTable(sortForMaglev(backends(n)).map(backendIdentity), m);
+    const owned = new Array<number>(n).fill(0);
+    for (const i of t) owned[i] = (owned[i] as number) + 1;
+    assert.ok(Math.max(...owned) - Math.min(...owned) <= 1, `n=${n} m=${m}: ${Math.min(...owned)}..${Math.max(...owned)}`);
+  }
+});
+
+test('the table depends on the backend set, not on the order or ordinals a node keeps them at', () => {
+  const m = 4093;
+  const set = backends(9);
+  const shuffled = [set[4], set[0], set[8], set[2], set[6], set[1], set[7], set[3], set[5]] as typeof set;
+  const a = maglevOrdinals(set, m);
+  const b = maglevOrdinals(shuffled, m);
+  for (let slot = 0; slot < m; slot++) {
+    assert.equal(backendIdentity(set[a[slot] as number]!), backendIdentity(shuffled[b[slot] as number]!));
+  }
+});
+
+test('removing 1 of N backends moves about 1/N of 10,000 flows; random moves most of them', (t) => {
+  const m = 16381;
+  const flows = tuples(10_000);
+  for (const n of [3, 5, 10, 20, 50]) {
+    const before = sortForMaglev(backends(n)).map(backendIdentity);
+    const gone = before[Math.floor(n / 2)] as string;
+    const after = before.filter((b) => b !== gone);
+    const tb = buildMaglevTable(before, m);
+    const ta = buildMaglevTable(after, m);
+    let moved = 0;
+    let movedRandom = 0;
+    let movedModulo = 0;
+    const r = prng(n);
+    for (const f of flows) {
+      const slot = flowSlot(f, m);
+      const was = before[tb[slot] as number];
+      const now = after[ta[slot] as number];
+      if (was !== now) moved++;
+      // kpr's random choice: a flow that is chosen again lands anywhere
+      if (before[Math.floor(r() * n)] !== after[Math.floor(r() * (n - 1))]) movedRandom++;
+      // plain hash modulo N, for reference
+      if (before[slot % n] !== after[slot % (n - 1)]) movedModulo++;
+    }
+    const frac = moved / flows.length;
+    t.diagnostic(
+      `N=${n} M=${m}: maglev moved ${(frac * 100).toFixed(2)}% (bound ${((1 / n + 0.02) * 100).toFixed(2)}%), ` +
+        `random ${((movedRandom / flows.length) * 100).toFixed(2)}%, hash mod N ${((movedModulo / flows.length) * 100).toFixed(2)}%`,
+    );
+    assert.ok(frac <= 1 / n + 0.02, `N=${n}: ${frac}`);
+    // Flows of the removed backend must move: at least those.
+    assert.ok(frac >= 1 / n - 0.02, `N=${n}: ${frac}`);
+    assert.ok(movedRandom / flows.length > 0.5, 'random remaps most flows');
+  }
+});
+
+test('adding a backend moves about 1/(N+1) of the flows', () => {
+  const m = 16381;
+  const flows = tuples(10_000, 7);
+  const before = sortForMaglev(backends(10)).map(backendIdentity);
+  const after = sortForMaglev([...backends(10), { addr: '192.0.2.99', port: 8080 }]).map(backendIdentity);
+  const tb = buildMaglevTable(before, m);
+  const ta = buildMaglevTable(after, m);
+  const moved = flows.filter((f) => before[tb[flowSlot(f, m)] as number] !== after[ta[flowSlot(f, m)] as number]).length;
+  assert.ok(moved / flows.length <= 1 / 11 + 0.02, String(moved));
+});
+
+function svcPort(flags: number, addrs: string[], local = 0): DesiredServicePort {
+  const fe = (addr: string, f: number) => ({ addr, port: 80, proto: 6, srcAddr: '0.0.0.0', srcLen: 0, flags: f, blackhole: false });
+  return {
+    name: 'ns/web:http/TCP',
+    frontends: [fe('198.18.0.10', 0), fe('198.18.1.10', flags)],
+    backends: addrs.map((addr, i) => ({ addr, port: 8080, local: i < local })),
+    localBackends: addrs.slice(0, local).map((addr) => ({ addr, port: 8080, local: true })),
+    affinityTimeout: 0,
+  };
+}
+
+function memMaps(m: number, tables = 16) {
+  return {
+    fe: new MemoryMap('kpr_v4_nat_fe', 16, 20, 1024),
+    be: new MemoryMap('kpr_v4_nat_be', 8, 8, 1024),
+    meta: new MemoryMap('kpr_svc_meta', 4, 192, 1024),
+    maglev: new MemoryMaglevTables(m, tables),
+  };
+}
+
+test('reconciler: the table is written before the frontend is flagged, and removed after', () => {
+  const maps = memMaps(251);
+  const log: string[] = [];
+  for (const [tag, map] of [
+    ['fe', maps.fe],
+    ['tbl', maps.maglev],
+  ] as const) {
+    const update = map.update.bind(map);
+    const del = map.delete.bind(map);
+    map.update = (k, v) => {
+      log.push(tag === 'fe' ? `fe+${decodeNatFeVal(v).flags & NAT_FLG_MAGLEV ? 'maglev' : 'random'}` : 'tbl+');
+      update(k, v);
+    };
+    map.delete = (k) => {
+      log.push(`${tag}-`);
+      return del(k);
+    };
+  }
+  const r = new Reconciler(maps);
+  const flags = NAT_FLG_EXTERNAL | NAT_FLG_MAGLEV;
+  r.apply(new Map([['ns/web:http/TCP', svcPort(flags, ['192.0.2.10', '192.0.2.11'])]]));
+  assert.deepEqual(log, ['tbl+', 'fe+random', 'fe+maglev']);
+  const [[, v]] = maps.maglev.dump() as [[Buffer, Buffer]];
+  const table = decodeMaglevTable(v);
+  assert.equal(table.m, 251);
+  assert.deepEqual(new Set(table.ordinals), new Set([0, 1]));
+
+  // Unchanged: nothing written. A backend change: a new table, then frontends.
+  log.length = 0;
+  r.apply(new Map([['ns/web:http/TCP', svcPort(flags, ['192.0.2.10', '192.0.2.11'])]]));
+  assert.deepEqual(log, []);
+  r.apply(new Map([['ns/web:http/TCP', svcPort(flags, ['192.0.2.10', '192.0.2.11', '192.0.2.12'])]]));
+  assert.deepEqual(log, ['tbl+', 'fe+random', 'fe+maglev']);
+
+  // Back to random: the flag goes first, then the table.
+  log.length = 0;
+  r.apply(new Map([['ns/web:http/TCP', svcPort(NAT_FLG_EXTERNAL, ['192.0.2.10', '192.0.2.11', '192.0.2.12'])]]));
+  assert.deepEqual(log, ['fe+random', 'tbl-']);
+  assert.equal(maps.maglev.size, 0);
+});
+
+test('reconciler: eTP=Local tables cover the local backends only; a restart adopts tables without rewriting them', () => {
+  const maps = memMaps(251);
+  const r = new Reconciler(maps);
+  const flags = NAT_FLG_EXTERNAL | NAT_FLG_MAGLEV | NAT_FLG_EXTERNAL_LOCAL;
+  r.apply(new Map([['ns/web:http/TCP', svcPort(flags, ['192.0.2.10', '192.0.2.11', '192.0.2.66'], 2)]]));
+  const [[, v]] = maps.maglev.dump() as [[Buffer, Buffer]];
+  assert.deepEqual(
+    new Set(decodeMaglevTable(v).ordinals),
+    new Set([NAT_BE_LOCAL_BASE, NAT_BE_LOCAL_BASE + 1]),
+    'only the local set (ordinals from NAT_BE_LOCAL_BASE)',
+  );
+
+  const writes = maps.maglev.writes;
+  const r2 = new Reconciler(maps);
+  r2.adopt();
+  r2.syncAll(new Map([['ns/web:http/TCP', svcPort(flags, ['192.0.2.10', '192.0.2.11', '192.0.2.66'], 2)]]));
+  assert.equal(maps.maglev.writes, writes, 'the adopted table was already right');
+  // Removing the Service port removes its table.
+  r2.syncAll(new Map());
+  assert.equal(maps.maglev.size, 0);
+});
+
+test('reconciler: a full table map is reported, and the port is not flagged', () => {
+  const maps = memMaps(251, 1);
+  const r = new Reconciler(maps);
+  const flags = NAT_FLG_EXTERNAL | NAT_FLG_MAGLEV;
+  const a = svcPort(flags, ['192.0.2.10']);
+  const b = { ...svcPort(flags, ['192.0.2.11']), name: 'ns/other:http/TCP', frontends: svcPort(flags, []).frontends.map((f) => ({ ...f, port: 81 })) };
+  const res = r.apply(new Map([[a.name, a], [b.name, b]]));
+  assert.equal(res.failed.length, 1);
+  assert.equal(res.failed[0]?.map, 'kpr_v4_maglev');
+  assert.equal(res.failed[0]?.full, true);
+  const flagged = maps.fe.dump().filter(([, v]) => decodeNatFeVal(v).flags & NAT_FLG_MAGLEV);
+  assert.equal(flagged.length, 1, 'only the port whose table was written points at one');
+});
