@@ -84,6 +84,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       path: opts.manifests,
       log,
       onIgnored: (_object, reason) => metrics.skipped.inc({ kind: 'Other', reason }),
+      onParseError: () => metrics.skipped.inc({ kind: 'Document', reason: 'parse-error' }),
+      onDuplicate: (id) => metrics.skipped.inc({ kind: id.slice(0, id.indexOf(' ')), reason: 'duplicate' }),
     });
   } else if (opts.kubeconfig || opts.inCluster) {
     source = new KubeSource({
