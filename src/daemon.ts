@@ -113,10 +113,16 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       sourcesSynced: () => store.isSynced(),
       sourceHealthy: () => source.status?.() ?? { healthy: true },
       nodeEligible: () => (source instanceof KubeSource ? source.isNodeEligible() : true),
+      mapFull: () => controller?.status().mapFull ?? {},
+      dataPathAttached: () => {
+        const missing = tc?.missingDevices() ?? [];
+        return missing.length ? { attached: false, message: `tc programs not attached to ${missing.join(', ')}; retrying` } : { attached: true };
+      },
     },
   });
   await http.start();
 
+  let tc: TcAttacher | undefined;
   let datapath: Datapath;
   try {
     datapath = await Datapath.open(opts.pinPath, opts.sizes);
@@ -160,7 +166,6 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   datapath.setNodeIPs(nodeIPs);
   datapath.setDsrOptout(opts.dsrOptoutCidrs ?? []);
-  let tc: TcAttacher | undefined;
   if (devices.length > 0 || opts.workloadIfaces) {
     tc = new TcAttacher(datapath, { devices, workloadIfaces: opts.workloadIfaces, log });
     await tc.start();

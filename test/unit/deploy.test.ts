@@ -76,12 +76,13 @@ test('the DaemonSet runs on every node, host network, least privilege, probed on
   assert.equal(vols.get('cgroup'), '/sys/fs/cgroup');
   assert.ok(container.args.includes(mounts.get('cgroup').mountPath), 'kpr attaches to the host cgroup root it mounts');
   assert.deepEqual([container.readinessProbe.httpGet.path, container.readinessProbe.httpGet.port], ['/readyz', 10256]);
-  assert.deepEqual([container.livenessProbe.httpGet.path, container.livenessProbe.httpGet.port], ['/healthz', 10256]);
+  assert.deepEqual([container.livenessProbe.httpGet.path, container.livenessProbe.httpGet.port], ['/livez', 10256]);
   const env = new Map((container.env as Any[]).map((e) => [e.name, e]));
   assert.ok(env.get('KUBERNETES_SERVICE_HOST')?.value);
   assert.ok(env.get('KUBERNETES_SERVICE_PORT')?.value);
   assert.equal(env.get('KPR_NODE_NAME')?.valueFrom?.fieldRef?.fieldPath, 'spec.nodeName');
-  assert.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+  // hostNetwork turns containerPort 10256 into a hostPort: a surge pod could never be placed beside the old one.
+  assert.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } });
 });
 
 test("kpr accepts the DaemonSet's arguments and environment", () => {
