@@ -126,17 +126,17 @@ function loadConfigFile(path: string): Record<string, unknown> {
 }
 
 /**
- * KPR_* variables must name a flag of kpr run: a typo would otherwise be
- * ignored silently. (In a pod, a Service named "kpr" would inject KPR_PORT
- * and friends; the DaemonSet sets enableServiceLinks: false.)
+ * kpr reads only its own KPR_* names. Another one (a typo, a variable some
+ * other tool sets, KPR_PORT injected for a Service named "kpr") must not
+ * stop kpr: it is dropped before yargs, whose strict mode would reject it
+ * as an unknown flag, and named in a warning once the logger exists.
  */
-function checkEnv(env: NodeJS.ProcessEnv): void {
+function dropUnknownEnv(env: NodeJS.ProcessEnv): string[] {
   const envName = (k: string) => 'KPR_' + k.toUpperCase().replace(/-/g, '_');
   const known = new Set([...RUN_KEYS].map(envName));
   const unknown = Object.keys(env).filter((k) => k.startsWith('KPR_') && !known.has(k));
-  if (unknown.length) {
-    throw new Error(`unknown environment variable(s) ${unknown.join(', ')}; KPR_* variables set flags of kpr run: ${[...known].sort().join(', ')}`);
-  }
+  for (const k of unknown) delete env[k];
+  return unknown;
 }
 
 function runOptions(y: Argv) {
@@ -174,8 +174,7 @@ function runOptions(y: Argv) {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  // Before yargs, whose strict mode would only say "Unknown argument: bogus".
-  if (argv[0] === 'run') checkEnv(process.env);
+  const ignoredEnv = argv[0] === 'run' ? dropUnknownEnv(process.env) : [];
   await yargs(argv)
     .scriptName('kpr')
     .command(
@@ -185,6 +184,7 @@ export async function main(argv: string[]): Promise<void> {
       async (a) => {
         if (a['addon-path']) process.env.KPR_ADDON_PATH = a['addon-path'];
         const log = createLogger(a['log-level']);
+        if (ignoredEnv.length) log.warn({ ignored: ignoredEnv }, `ignoring environment variable(s) ${ignoredEnv.join(', ')}: not kpr settings`);
         const daemon = await startDaemon({
           manifests: a.manifests,
           kubeconfig: a.kubeconfig,
