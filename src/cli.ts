@@ -90,6 +90,11 @@ const RUN_OPTIONS = {
     default: 300,
     describe: 'server-side timeout of each API watch, in seconds; a watch still open 30 s past it is replaced',
   },
+  'api-unreachable-retry-max': {
+    type: 'number',
+    default: 2,
+    describe: 'longest wait, in seconds (jittered), between retries while the API server refuses or resets connections; bounds catch-up after an outage',
+  },
   'healthz-bind-address': { type: 'string', default: '0.0.0.0:10256', describe: '/healthz, /livez and /readyz (HOST:PORT; empty = off)' },
   'metrics-bind-address': {
     type: 'string',
@@ -160,6 +165,9 @@ function runOptions(y: Argv) {
         throw new Error('--resync-interval must be a number of seconds >= 0');
       }
       positiveInt('watch-timeout', a['watch-timeout']);
+      if (!Number.isFinite(a['api-unreachable-retry-max']) || (a['api-unreachable-retry-max'] as number) <= 0) {
+        throw new Error('--api-unreachable-retry-max must be a number of seconds > 0');
+      }
       for (const k of ['healthz-bind-address', 'metrics-bind-address'] as const) if (a[k]) parseAddress(a[k], k);
       const sources = [a.manifests && '--manifests', a.kubeconfig && '--kubeconfig', a['in-cluster'] && '--in-cluster'].filter(Boolean);
       if (sources.length > 1) throw new Error(`give one source, not ${sources.join(' and ')}`);
@@ -191,6 +199,7 @@ export async function main(argv: string[]): Promise<void> {
           // Inside a pod with no other source: the service account.
           inCluster: a['in-cluster'] ?? (!a.manifests && !a.kubeconfig && !!process.env.KUBERNETES_SERVICE_HOST),
           watchTimeoutSeconds: a['watch-timeout'],
+          apiUnreachableRetryMaxMs: a['api-unreachable-retry-max'] * 1000,
           healthzAddress: a['healthz-bind-address'],
           metricsAddress: a['metrics-bind-address'],
           pinPath: a['pin-path'],

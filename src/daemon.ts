@@ -40,6 +40,8 @@ export interface DaemonOptions {
   inCluster?: boolean | undefined;
   /** Server-side timeout of each API watch, in seconds. */
   watchTimeoutSeconds?: number | undefined;
+  /** Cap on the retry wait while the API server refuses or resets connections. */
+  apiUnreachableRetryMaxMs?: number | undefined;
   /** HOST:PORT; empty turns the listener off. */
   healthzAddress?: string | undefined;
   metricsAddress?: string | undefined;
@@ -128,6 +130,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       metrics,
       nodeName: opts.nodeName,
       watchTimeoutSeconds: opts.watchTimeoutSeconds,
+      unreachableBackoffMaxMs: opts.apiUnreachableRetryMaxMs,
     });
   } else throw new Error('no source: give --manifests PATH, --kubeconfig PATH or --in-cluster');
 
