@@ -218,16 +218,21 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     const ctEvery = opts.ctScanIntervalMs ?? 10_000;
     if (ctEvery > 0) {
       const scanner = new ConntrackScanner(maps.ct);
+      // One scan at a time: a slow one is not stacked under the next tick.
+      let scanning = false;
       ctTimer = setInterval(() => {
-        try {
-          const r = scanner.scan();
-          metrics.mapEntries.set({ map: maps.ct.name }, r.fwd + r.rev);
-          metrics.conntrackEntries.set({ type: 'fwd' }, r.fwd);
-          metrics.conntrackEntries.set({ type: 'rev' }, r.rev);
-          metrics.conntrackExpired.inc(r.expired);
-        } catch (err) {
-          log.error({ err }, 'conntrack scan failed');
-        }
+        if (scanning) return;
+        scanning = true;
+        scanner
+          .scan()
+          .then((r) => {
+            metrics.mapEntries.set({ map: maps.ct.name }, r.fwd + r.rev);
+            metrics.conntrackEntries.set({ type: 'fwd' }, r.fwd);
+            metrics.conntrackEntries.set({ type: 'rev' }, r.rev);
+            metrics.conntrackExpired.inc(r.expired);
+          })
+          .catch((err: unknown) => log.error({ err }, 'conntrack scan failed'))
+          .finally(() => (scanning = false));
       }, ctEvery);
       ctTimer.unref();
     }
