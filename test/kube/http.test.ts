@@ -134,14 +134,7 @@ test('/readyz: not before the sync; through an API outage it stays 200 (as kube-
     healthTimeoutMs: 60_000,
     metrics: h.metrics,
     log,
-    state: {
-      pendingSince: () => h.controller.status().pendingSince,
-      lastUpdated: () => h.controller.status().lastSyncAt,
-      synced: () => h.controller.status().synced,
-      sourcesSynced: () => h.store.isSynced(),
-      sourceHealthy: () => h.source.status(),
-      nodeEligible: () => h.source.isNodeEligible(),
-    },
+    state: harnessState(h),
   });
   await http.start();
   try {
