@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createServer as createNetServer } from 'node:net';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { goTime, HttpServer, type HealthState } from '../../src/http/server.js';
@@ -6,6 +7,7 @@ import { Metrics } from '../../src/metrics.js';
 import { service, slice } from '../helpers/objects.js';
 import { harness, metricValue, waitFor, type Harness } from '../helpers/kubeharness.js';
 import { TcAttacher } from '../../src/datapath/tc-attach.js';
+import { ServiceHealthServers } from '../../src/health/service-health.js';
 import type { Datapath } from '../../src/datapath/loader.js';
 import { memoryNatMaps } from '../helpers/memmaps.js';
 
@@ -255,5 +257,35 @@ test('/readyz waits for the tc programs: an attach that keeps failing is not rea
   } finally {
     await tc.stop();
     await http.stop();
+  }
+});
+
+test('a healthCheckNodePort listener that cannot bind is retried on a timer, not re-created on every sync', { timeout: 20_000 }, async () => {
+  const taken = createNetServer();
+  await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+  const port = (taken.address() as { port: number }).port;
+  const lines: Array<Record<string, unknown>> = [];
+  const capture = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+  const servers = new ServiceHealthServers({ host: '127.0.0.1', log: capture, proxyHealthy: () => true, retryMs: 300 });
+  const targets = new Map([[port, { namespace: 'default', name: 'a', localEndpoints: 1 }]]);
+  const failures = () => lines.filter((l) => /listener failed/.test(String(l.msg))).length;
+  try {
+    servers.update(targets);
+    await waitFor('bind failure', () => failures() === 1);
+    for (let i = 0; i < 20; i++) {
+      servers.update(targets); // syncs in quick succession
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(failures(), 1, 'not re-created by each sync');
+    assert.deepEqual(servers.ports(), []);
+    await new Promise<void>((r) => taken.close(() => r()));
+    await new Promise((r) => setTimeout(r, 350));
+    servers.update(targets); // the retry period is over: try again, now it binds
+    await waitFor('listening', async () => (await fetch(`http://127.0.0.1:${port}/`).then((r) => r.status, () => 0)) === 200);
+    assert.equal(failures(), 1);
+    assert.deepEqual(servers.ports(), [port]);
+  } finally {
+    servers.close();
+    taken.close();
   }
 });
