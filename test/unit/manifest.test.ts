@@ -130,10 +130,11 @@ test('a restart with a broken document writes and deletes nothing, reports not s
     assert.ok(second.lines.some((l) => /cannot parse document 1 of svc\.yaml/.test(String(l.msg))));
 
     // fixed: now the source is synced, and the full sync removes b
-    await writeFile(file, yaml(service('a', { clusterIP: '198.18.0.1' }), slice('a-1', 'a', [{ ip: '192.0.2.1' }])));
+    // written atomically, as an editor or kubectl would: a watch must not see a half-written file
+    await writeFile(`${file}.tmp`, yaml(service('a', { clusterIP: '198.18.0.1' }), slice('a-1', 'a', [{ ip: '192.0.2.1' }])));
+    await rename(`${file}.tmp`, file);
     await until(() => second.store.isSynced(), 'synced after the fix');
-    await second.controller.whenIdle();
-    assert.deepEqual(vips(maps), ['198.18.0.1']);
+    await until(() => vips(maps).join() === '198.18.0.1', 'b removed by the first full sync, a kept');
     await second.stop();
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -150,7 +151,9 @@ test('a broken document does not freeze the rest of its file; garbage and duplic
     assert.deepEqual(vips(maps), ['198.18.0.1', '198.18.0.2']);
 
     // b's document breaks while a's changes: a's edit applies, b is kept
-    await writeFile(join(dir, 'a.yaml'), yaml(service('a', { clusterIP: '198.18.0.11' })) + '---\nkind: Service\nmetadata: {name: b\n');
+    // atomically: a watch that read a half-written file would see b gone
+    await writeFile(join(dir, 'a.yaml.tmp'), yaml(service('a', { clusterIP: '198.18.0.11' })) + '---\nkind: Service\nmetadata: {name: b\n');
+    await rename(join(dir, 'a.yaml.tmp'), join(dir, 'a.yaml'));
     await until(() => vips(maps).includes('198.18.0.11'), "a's edit applied");
     assert.deepEqual(vips(maps), ['198.18.0.11', '198.18.0.2']);
     assert.equal(await k.skipped('parse-error'), 1);
