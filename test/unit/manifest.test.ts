@@ -109,10 +109,12 @@ test('a restart with a broken document writes and deletes nothing, reports not s
   const dir = await mkdtemp(join(tmpdir(), 'kpr-manifest-restart-'));
   const file = join(dir, 'svc.yaml');
   const maps = memoryNatMaps();
+  const lives: Array<{ stop: () => Promise<void> }> = [];
   try {
     const good = yaml(service('a', { clusterIP: '198.18.0.1' }), slice('a-1', 'a', [{ ip: '192.0.2.1' }]), service('b', { clusterIP: '198.18.0.2' }));
     await writeFile(file, good);
     const first = await life(maps, file);
+    lives.push(first);
     await first.controller.whenIdle();
     assert.deepEqual(vips(maps), ['198.18.0.1', '198.18.0.2']);
     await first.stop();
@@ -120,6 +122,7 @@ test('a restart with a broken document writes and deletes nothing, reports not s
     // kpr is down; someone adds a broken document, and drops b
     await writeFile(file, yaml(service('a', { clusterIP: '198.18.0.1' })) + '---\nkind: Service\n  bad: [indent\n');
     const second = await life(maps, file);
+    lives.push(second);
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(second.store.isSynced(), false, 'a source that never read cleanly is not synced');
     assert.deepEqual(vips(maps), ['198.18.0.1', '198.18.0.2'], 'nothing adopted was deleted');
@@ -135,8 +138,8 @@ test('a restart with a broken document writes and deletes nothing, reports not s
     await rename(`${file}.tmp`, file);
     await until(() => second.store.isSynced(), 'synced after the fix');
     await until(() => vips(maps).join() === '198.18.0.1', 'b removed by the first full sync, a kept');
-    await second.stop();
   } finally {
+    for (const l of lives) await l.stop();
     await rm(dir, { recursive: true, force: true });
   }
 });
@@ -144,9 +147,10 @@ test('a restart with a broken document writes and deletes nothing, reports not s
 test('a broken document does not freeze the rest of its file; garbage and duplicates are counted', { timeout: 20_000 }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'kpr-manifest-docs-'));
   const maps = memoryNatMaps();
+  let k: Awaited<ReturnType<typeof life>> | undefined;
   try {
     await writeFile(join(dir, 'a.yaml'), yaml(service('a', { clusterIP: '198.18.0.1' }), service('b', { clusterIP: '198.18.0.2' })));
-    const k = await life(maps, dir);
+    k = await life(maps, dir);
     await k.controller.whenIdle();
     assert.deepEqual(vips(maps), ['198.18.0.1', '198.18.0.2']);
 
@@ -168,8 +172,8 @@ test('a broken document does not freeze the rest of its file; garbage and duplic
     await writeFile(join(dir, 'b.yaml'), yaml(service('a', { clusterIP: '198.18.0.11' })));
     await until(() => k.lines.some((l) => /default\/a is defined in a\.yaml and b\.yaml/.test(String(l.msg))), 'duplicate logged');
     assert.equal(await k.skipped('duplicate'), 1);
-    await k.stop();
   } finally {
+    await k?.stop();
     await rm(dir, { recursive: true, force: true });
   }
 });
