@@ -130,6 +130,11 @@ const RUN_OPTIONS = {
     default: 300,
     describe: 'server-side timeout of each API watch, in seconds; a watch still open 30 s past it is replaced',
   },
+  'api-unreachable-retry-max': {
+    type: 'number',
+    default: 2,
+    describe: 'longest wait, in seconds (jittered), between retries while the API server refuses or resets connections; bounds catch-up after an outage',
+  },
   'healthz-bind-address': { type: 'string', default: '0.0.0.0:10256', describe: '/healthz, /livez and /readyz (HOST:PORT; empty = off)' },
   'metrics-bind-address': {
     type: 'string',
@@ -166,17 +171,17 @@ function loadConfigFile(path: string): Record<string, unknown> {
 }
 
 /**
- * KPR_* variables must name a flag of kpr run: a typo would otherwise be
- * ignored silently. (In a pod, a Service named "kpr" would inject KPR_PORT
- * and friends; the DaemonSet sets enableServiceLinks: false.)
+ * kpr reads only its own KPR_* names. Another one (a typo, a variable some
+ * other tool sets, KPR_PORT injected for a Service named "kpr") must not
+ * stop kpr: it is dropped before yargs, whose strict mode would reject it
+ * as an unknown flag, and named in a warning once the logger exists.
  */
-function checkEnv(env: NodeJS.ProcessEnv): void {
+function dropUnknownEnv(env: NodeJS.ProcessEnv): string[] {
   const envName = (k: string) => 'KPR_' + k.toUpperCase().replace(/-/g, '_');
   const known = new Set([...RUN_KEYS].map(envName));
   const unknown = Object.keys(env).filter((k) => k.startsWith('KPR_') && !known.has(k));
-  if (unknown.length) {
-    throw new Error(`unknown environment variable(s) ${unknown.join(', ')}; KPR_* variables set flags of kpr run: ${[...known].sort().join(', ')}`);
-  }
+  for (const k of unknown) delete env[k];
+  return unknown;
 }
 
 function runOptions(y: Argv) {
@@ -208,6 +213,9 @@ function runOptions(y: Argv) {
         throw new Error('--resync-interval must be a number of seconds >= 0');
       }
       positiveInt('watch-timeout', a['watch-timeout']);
+      if (!Number.isFinite(a['api-unreachable-retry-max']) || (a['api-unreachable-retry-max'] as number) <= 0) {
+        throw new Error('--api-unreachable-retry-max must be a number of seconds > 0');
+      }
       for (const k of ['healthz-bind-address', 'metrics-bind-address'] as const) if (a[k]) parseAddress(a[k], k);
       const sources = [a.manifests && '--manifests', a.kubeconfig && '--kubeconfig', a['in-cluster'] && '--in-cluster'].filter(Boolean);
       if (sources.length > 1) throw new Error(`give one source, not ${sources.join(' and ')}`);
@@ -222,8 +230,7 @@ function runOptions(y: Argv) {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  // Before yargs, whose strict mode would only say "Unknown argument: bogus".
-  if (argv[0] === 'run') checkEnv(process.env);
+  const ignoredEnv = argv[0] === 'run' ? dropUnknownEnv(process.env) : [];
   await yargs(argv)
     .scriptName('kpr')
     .command(
@@ -233,12 +240,14 @@ export async function main(argv: string[]): Promise<void> {
       async (a) => {
         if (a['addon-path']) process.env.KPR_ADDON_PATH = a['addon-path'];
         const log = createLogger(a['log-level']);
+        if (ignoredEnv.length) log.warn({ ignored: ignoredEnv }, `ignoring environment variable(s) ${ignoredEnv.join(', ')}: not kpr settings`);
         const daemon = await startDaemon({
           manifests: a.manifests,
           kubeconfig: a.kubeconfig,
           // Inside a pod with no other source: the service account.
           inCluster: a['in-cluster'] ?? (!a.manifests && !a.kubeconfig && !!process.env.KUBERNETES_SERVICE_HOST),
           watchTimeoutSeconds: a['watch-timeout'],
+          apiUnreachableRetryMaxMs: a['api-unreachable-retry-max'] * 1000,
           healthzAddress: a['healthz-bind-address'],
           metricsAddress: a['metrics-bind-address'],
           pinPath: a['pin-path'],

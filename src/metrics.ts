@@ -55,6 +55,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly mapFull = new Gauge({
+    name: 'kpr_bpf_map_full_service_ports',
+    help: 'Service ports not programmed because this map is full (degraded, retried); 0 once they fit',
+    labelNames: ['map'] as const,
+    registers: [this.registry],
+  });
+
   readonly pendingRetries = new Gauge({
     name: 'kpr_sync_pending_retries',
     help: 'Service ports whose last write failed and wait for a retry',

@@ -647,10 +647,67 @@ Napi::Value MapDeleteBatch(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, count);
 }
 
+// One bpf_map_lookup_batch call. A hash bucket larger than the buffers gives
+// ENOSPC with nothing copied: grow them (chunk) and call again. err is 0,
+// ENOENT (end of map; the n entries returned with it are valid) or a failure
+// after n entries.
+struct BatchStep {
+  int err;
+  __u32 n;
+};
+
+BatchStep LookupBatchOnce(const MapMeta& m, void* in, void* out, std::vector<uint8_t>& kbuf,
+                          std::vector<uint8_t>& vbuf, __u32& chunk) {
+  for (;;) {
+    kbuf.resize(static_cast<size_t>(chunk) * m.keySize);
+    vbuf.resize(static_cast<size_t>(chunk) * m.valueSize);
+    KPR_OPTS(bpf_map_batch_opts, bo);
+    __u32 n = chunk;
+    int r = bpf_map_lookup_batch(m.fd, in, out, kbuf.data(), vbuf.data(), &n, &bo);
+    int e = r ? ErrOf(r) : 0;
+    if (e && e != ENOENT) {
+      n = BatchDone(n, chunk);
+      if (e == ENOSPC && n == 0 && chunk < (1u << 20)) {
+        chunk *= 2;
+        continue;
+      }
+    }
+    return {e, n};
+  }
+}
+
+// mapLookupBatch(fd, cursor, max): one step of a batch walk, so the caller
+// can yield between steps. cursor is null to start, then the cursor the last
+// step returned; the result's cursor is null once the map is exhausted.
+Napi::Value MapLookupBatchStep(const Napi::CallbackInfo& info, const MapMeta& m) {
+  Napi::Env env = info.Env();
+  const char* op = "bpf_map_lookup_batch";
+  std::vector<uint8_t> token(std::max<size_t>(m.keySize, 8));
+  bool first = info[1].IsNull() || info[1].IsUndefined();
+  if (!first) {
+    if (!info[1].IsBuffer()) throw ArgError<Napi::TypeError>(env, op, "cursor must be a Buffer or null");
+    auto b = info[1].As<Napi::Buffer<uint8_t>>();
+    if (b.Length() != token.size()) throw ArgError<Napi::RangeError>(env, op, "cursor has the wrong size");
+    std::copy(b.Data(), b.Data() + b.Length(), token.begin());
+  }
+  double want = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 4096;
+  __u32 chunk = want >= 1 && want <= (1u << 20) ? static_cast<__u32>(want) : 4096;
+  std::vector<uint8_t> kbuf, vbuf, in(token);
+  BatchStep s = LookupBatchOnce(m, first ? nullptr : in.data(), token.data(), kbuf, vbuf, chunk);
+  if (s.err && s.err != ENOENT) throw MakeError(env, op, s.err, m.Ctx());
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("keys", CopyBuf(env, kbuf.data(), static_cast<size_t>(s.n) * m.keySize));
+  o.Set("values", CopyBuf(env, vbuf.data(), static_cast<size_t>(s.n) * m.valueSize));
+  o.Set("count", Napi::Number::New(env, s.n));
+  o.Set("cursor", s.err == ENOENT || s.n == 0 ? env.Null() : Napi::Value(CopyBuf(env, token.data(), token.size())));
+  return o;
+}
+
 Napi::Value MapLookupBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "bpf_map_lookup_batch";
   MapMeta m = GetMapMeta(env, ArgFd(info, 0, op));
+  if (info.Length() >= 2) return MapLookupBatchStep(info, m);
   std::vector<uint8_t> keys, vals;
   size_t total = 0;
 
@@ -662,31 +719,18 @@ Napi::Value MapLookupBatch(const Napi::CallbackInfo& info) {
   bool first = true;
   bool fallback = false;
   for (;;) {
-    kbuf.resize(static_cast<size_t>(chunk) * m.keySize);
-    vbuf.resize(static_cast<size_t>(chunk) * m.valueSize);
-    KPR_OPTS(bpf_map_batch_opts, bo);
-    __u32 n = chunk;
-    int r = bpf_map_lookup_batch(m.fd, first ? nullptr : token.data(), token.data(), kbuf.data(),
-                                 vbuf.data(), &n, &bo);
-    int e = r ? ErrOf(r) : 0;
-    if (e && e != ENOENT) {
-      n = BatchDone(n, chunk);
-      // A hash bucket larger than the chunk: nothing copied, retry bigger.
-      if (e == ENOSPC && n == 0 && chunk < (1u << 20)) {
-        chunk *= 2;
-        continue;
-      }
-      if (first && n == 0 && Unsupported(e)) {
+    BatchStep s = LookupBatchOnce(m, first ? nullptr : token.data(), token.data(), kbuf, vbuf, chunk);
+    if (s.err && s.err != ENOENT) {
+      if (first && s.n == 0 && Unsupported(s.err)) {
         fallback = true;
         break;
       }
-      throw WithProcessed(MakeError(env, op, e, m.Ctx()), static_cast<uint32_t>(total));
+      throw WithProcessed(MakeError(env, op, s.err, m.Ctx()), static_cast<uint32_t>(total));
     }
-    // ENOENT marks the end, but the entries returned alongside it are valid.
-    keys.insert(keys.end(), kbuf.begin(), kbuf.begin() + static_cast<size_t>(n) * m.keySize);
-    vals.insert(vals.end(), vbuf.begin(), vbuf.begin() + static_cast<size_t>(n) * m.valueSize);
-    total += n;
-    if (e == ENOENT || n == 0) break;
+    keys.insert(keys.end(), kbuf.begin(), kbuf.begin() + static_cast<size_t>(s.n) * m.keySize);
+    vals.insert(vals.end(), vbuf.begin(), vbuf.begin() + static_cast<size_t>(s.n) * m.valueSize);
+    total += s.n;
+    if (s.err == ENOENT || s.n == 0) break;
     first = false;
   }
   if (fallback) {

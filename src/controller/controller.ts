@@ -6,7 +6,10 @@
  *  - the first sync is a full one (adopted entries that are no longer
  *    desired are removed);
  *  - later syncs translate only the Services that changed;
- *  - failed writes are retried with capped exponential backoff;
+ *  - failed writes are retried with capped exponential backoff; a full map
+ *    is a degraded state (gauge, /readyz detail, one log line per map per
+ *    fullLogEveryMs), not a stuck one: it does not hold pendingSince, so
+ *    liveness does not restart kpr over it;
  *  - a periodic resync re-reads the maps and repairs any drift.
  */
 import type { Logger } from '../log.js';
@@ -26,10 +29,12 @@ export interface ControllerOptions {
   resyncIntervalMs?: number;
   retryMinMs?: number;
   retryMaxMs?: number;
-  /** Called after a sync whose writes took backends out of Service ports (they are gone from the maps). */
   /** Called whenever Node objects change (after the store has them). */
   onNodesChange?: (names: Set<string>) => void;
+  /** Called after a sync whose writes took backends out of Service ports (they are gone from the maps). */
   onBackendsRemoved?: (removed: RemovedBackend[]) => void;
+  /** A full map is logged at most once per this period, per map. */
+  fullLogEveryMs?: number;
   /** Called after each sync with the Service keys it covered, to refresh gauges and health checks. */
   afterSync?: (serviceKeys: Set<string>) => void;
 }
@@ -56,6 +61,9 @@ export class Controller {
   private readonly skipsLogged = new Set<string>();
   /** This node's zone as last used for translation. */
   private zone: string | undefined;
+  /** map name -> Service ports it has no room for, as of the last sync */
+  private full = new Map<string, Set<string>>();
+  private fullLoggedAt = new Map<string, number>();
 
   constructor(private readonly opts: ControllerOptions) {}
 
@@ -64,7 +72,8 @@ export class Controller {
     const self = this.opts.translate?.nodeName;
     this.zone = self === undefined ? undefined : store.node(self)?.zone;
     store.onChange = (keys) => {
-      this.pendingSince ??= Date.now();
+      // Before the sources sync nothing can be written, so nothing is late.
+      if (store.isSynced()) this.pendingSince ??= Date.now();
       for (const k of keys) this.dirty.add(k);
       this.schedule(0);
     };
@@ -87,6 +96,7 @@ export class Controller {
     };
     store.onSynced = () => {
       log.info(store.counts(), 'sources synced; programming the data path');
+      this.pendingSince ??= Date.now();
       this.schedule(0);
     };
     if (store.isSynced()) this.schedule(0);
@@ -114,8 +124,11 @@ export class Controller {
     pending: number;
     pendingSince: number | undefined;
     lastError: string | undefined;
+    /** map name -> Service ports not programmed because it is full */
+    mapFull: Record<string, number>;
   } {
     return {
+      mapFull: Object.fromEntries([...this.full].map(([m, ports]) => [m, ports.size])),
       synced: this.fullSyncDone,
       lastSyncAt: this.lastSyncAt,
       pending: this.dirty.size,
@@ -165,8 +178,8 @@ export class Controller {
     const { store, reconciler, log, metrics } = this.opts;
     if (this.stopped || !store.isSynced()) return undefined;
     const started = process.hrtime.bigint();
-    const full = !this.fullSyncDone || this.needFull;
-    const keys = full ? new Set([...store.serviceKeys(), ...this.portsBySvc.keys(), ...this.dirty]) : new Set(this.dirty);
+    const isFull = !this.fullSyncDone || this.needFull;
+    const keys = isFull ? new Set([...store.serviceKeys(), ...this.portsBySvc.keys(), ...this.dirty]) : new Set(this.dirty);
     for (const k of this.conflicted) keys.add(k);
     this.dirty.clear();
 
@@ -182,7 +195,7 @@ export class Controller {
 
     let result: ApplyResult;
     try {
-      if (full) {
+      if (isFull) {
         if (this.needFull) reconciler.adopt(); // re-read the kernel to find drift
         const desired = new Map<string, DesiredServicePort>();
         for (const [n, p] of changes) if (p) desired.set(n, p);
@@ -210,12 +223,21 @@ export class Controller {
     metrics?.frontendConflicts.set(result.conflicts.length);
 
     const failedSvcs = new Set<string>();
+    const full = new Map<string, Set<string>>();
+    let stuck = 0;
     for (const f of result.failed) {
       failedSvcs.add(f.name.split(':')[0] as string);
       metrics?.mapWriteErrors.inc({ map: f.map, code: f.code });
-      if (f.full) log.error({ map: f.map, servicePort: f.name }, `map ${f.map} is full: ${f.name} not programmed; raise its size flag`);
-      else log.error({ map: f.map, servicePort: f.name, code: f.code }, `write for ${f.name} failed: ${f.message}`);
+      if (f.full) {
+        let set = full.get(f.map);
+        if (!set) full.set(f.map, (set = new Set()));
+        set.add(f.name);
+      } else {
+        stuck++;
+        log.error({ map: f.map, servicePort: f.name, code: f.code }, `write for ${f.name} failed: ${f.message}`);
+      }
     }
+    this.reportFull(full, keys);
     for (const k of failedSvcs) this.dirty.add(k);
     if (result.removedBackends.length > 0 && this.opts.onBackendsRemoved) {
       try {
@@ -229,15 +251,18 @@ export class Controller {
     metrics?.syncDuration.observe(seconds);
     this.observeProgramming(keys, failedSvcs);
     this.fullSyncDone = true;
-    if (full && result.failed.length === 0) this.needFull = false;
+    // The re-read is done; what failed is retried as ordinary dirty Services.
+    if (isFull) this.needFull = false;
     log.info(
-      { full, services: keys.size, writes: result.writes, deletes: result.deletes, failed: result.failed.length, ms: +(seconds * 1000).toFixed(2) },
+      { full: isFull, services: keys.size, writes: result.writes, deletes: result.deletes, failed: result.failed.length, ms: +(seconds * 1000).toFixed(2) },
       'synced',
     );
     this.opts.afterSync?.(keys);
 
     if (result.failed.length > 0) {
       this.lastError = result.failed[0]?.message;
+      // Only full maps left: everything that fits is written; kpr is degraded, not behind.
+      if (stuck === 0) this.pendingSince = undefined;
       this.retry();
     } else {
       this.retryDelay = 0;
@@ -252,6 +277,40 @@ export class Controller {
       for (const w of this.idleWaiters.splice(0)) w();
     }
     return result;
+  }
+
+  /**
+   * Keep the per-map set of Service ports that found no room, and log it
+   * once per fullLogEveryMs: a retry every few seconds would otherwise log
+   * every one of them each time.
+   */
+  private reportFull(failed: Map<string, Set<string>>, covered: Set<string>): void {
+    const { log, metrics } = this.opts;
+    const svcOf = (name: string) => name.split(':')[0] as string;
+    for (const ports of this.full.values()) {
+      for (const p of ports) if (covered.has(svcOf(p))) ports.delete(p);
+    }
+    for (const [map, ports] of failed) {
+      let set = this.full.get(map);
+      if (!set) this.full.set(map, (set = new Set()));
+      for (const p of ports) set.add(p);
+    }
+    const now = Date.now();
+    const every = this.opts.fullLogEveryMs ?? 30_000;
+    for (const [map, ports] of [...this.full]) {
+      metrics?.mapFull.set({ map }, ports.size);
+      if (ports.size === 0) {
+        this.full.delete(map);
+        this.fullLoggedAt.delete(map);
+        log.info({ map }, `map ${map} has room again: every Service port is programmed`);
+        continue;
+      }
+      const last = this.fullLoggedAt.get(map);
+      if (last !== undefined && now - last < every) continue;
+      this.fullLoggedAt.set(map, now);
+      const sample = [...ports].slice(0, 5);
+      log.error({ map, servicePorts: ports.size, sample }, `map ${map} is full: ${ports.size} Service port(s) not programmed (e.g. ${sample.join(', ')}); raise its size flag`);
+    }
   }
 
   private retry(): void {

@@ -145,7 +145,11 @@ export interface KprBpfNative {
   mapDump(fd: number): Array<[Buffer, Buffer]>;
   mapUpdateBatch(fd: number, keys: Buffer, values: Buffer, count: number, flags?: number): number;
   mapDeleteBatch(fd: number, keys: Buffer, count: number): number;
-  mapLookupBatch(fd: number): LookupBatchResult;
+  /**
+   * The whole map; or, given a cursor (null to start) and a max, one step of
+   * a batch walk whose result carries the next cursor (null at the end).
+   */
+  mapLookupBatch(fd: number, cursor?: Buffer | null, max?: number): LookupBatchResult & { cursor?: Buffer | null };
   objGet(path: string): number;
   objPin(fd: number, path: string): void;
   closeFd(fd: number): void;
@@ -199,7 +203,11 @@ export const mapDump: KprBpfNative['mapDump'] = (fd) => loadAddon().mapDump(fd);
 export const mapUpdateBatch: KprBpfNative['mapUpdateBatch'] = (fd, keys, values, count, flags) =>
   loadAddon().mapUpdateBatch(fd, keys, values, count, flags);
 export const mapDeleteBatch: KprBpfNative['mapDeleteBatch'] = (fd, keys, count) => loadAddon().mapDeleteBatch(fd, keys, count);
-export const mapLookupBatch: KprBpfNative['mapLookupBatch'] = (fd) => loadAddon().mapLookupBatch(fd);
+export const mapLookupBatch = (fd: number): LookupBatchResult => loadAddon().mapLookupBatch(fd);
+export const mapLookupBatchStep = (fd: number, cursor: Buffer | null, max: number): LookupBatchResult & { cursor: Buffer | null } => {
+  const r = loadAddon().mapLookupBatch(fd, cursor, max);
+  return { ...r, cursor: r.cursor ?? null };
+};
 export const objGet: KprBpfNative['objGet'] = (path) => loadAddon().objGet(path);
 export const objPin: KprBpfNative['objPin'] = (fd, path) => loadAddon().objPin(fd, path);
 export const closeFd: KprBpfNative['closeFd'] = (fd) => loadAddon().closeFd(fd);

@@ -14,6 +14,11 @@ export interface KVMap {
   /** false when the key was not there. */
   delete(key: Buffer): boolean;
   dump(): Array<[Buffer, Buffer]>;
+  /**
+   * The entries in pieces of at most max, read piece by piece, so a caller
+   * can yield between them. Entries changed during the walk may be missed.
+   */
+  chunks?(max: number): Iterable<Array<[Buffer, Buffer]>>;
   /** All or nothing is not promised: on error, some entries may be written. */
   updateBatch(keys: Buffer[], values: Buffer[]): void;
   /** Keys that are already gone are not an error. */
@@ -81,6 +86,11 @@ export class MemoryMap implements KVMap {
 
   dump(): Array<[Buffer, Buffer]> {
     return [...this.data].map(([k, v]) => [Buffer.from(k, 'hex'), Buffer.from(v)]);
+  }
+
+  *chunks(max: number): Iterable<Array<[Buffer, Buffer]>> {
+    const all = this.dump();
+    for (let i = 0; i < all.length; i += max) yield all.slice(i, i + max);
   }
 
   updateBatch(keys: Buffer[], values: Buffer[]): void {

@@ -8,7 +8,7 @@
  * there is no moment without a hook.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statfsSync, statSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { mkdir, readdir, rmdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -72,6 +72,30 @@ export interface AttachReport {
   linkId: number;
 }
 
+/**
+ * `ip netns exec` runs its command in a new mount namespace with /sys
+ * remounted for the target network namespace: bpffs is gone from there, and
+ * mounting one would hide the real pins. Tell that case apart (called only
+ * once the bpffs check has failed).
+ */
+export function underIpNetnsExec(): boolean {
+  try {
+    // Our network namespace is one that `ip netns add` named; reached
+    // through nsenter the host's /sys (and bpffs) would still be visible.
+    const self = statSync('/proc/self/ns/net');
+    return readdirSync('/run/netns').some((name) => {
+      try {
+        const st = statSync(join('/run/netns', name));
+        return st.ino === self.ino && st.dev === self.dev;
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
 /** Refuse a pin path that is not on bpffs: pins elsewhere would fail obscurely. */
 /** struct lpm_v4_key for "a.b.c.d/len" (network address). */
 function lpmV4Key(cidr: string): Buffer {
@@ -82,11 +106,17 @@ function lpmV4Key(cidr: string): Buffer {
   return k;
 }
 
-export function checkBpffs(pinPath: string): void {
+export function checkBpffs(pinPath: string, ipNetnsExec?: boolean): void {
   let dir = pinPath;
   while (!existsSync(dir)) dir = dirname(dir);
   const type = statfsSync(dir).type;
   if (type !== BPF_FS_MAGIC) {
+    if (ipNetnsExec ?? underIpNetnsExec()) {
+      throw new Error(
+        `${pinPath} is not on a BPF filesystem: this looks like "ip netns exec", which remounts /sys and hides bpffs ` +
+          `(mounting one here would hide the real pins); run kpr with "nsenter --net=/run/netns/NAME" instead`,
+      );
+    }
     throw new Error(`${pinPath} is not on a BPF filesystem (mount one with: mount -t bpf bpf ${dir === '/' ? '/sys/fs/bpf' : dir})`);
   }
 }
@@ -276,12 +306,17 @@ export async function listLinks(): Promise<Array<{ ifname: string; ifindex: numb
   return (JSON.parse(out.stdout) as Array<{ ifname: string; ifindex: number }>).map((l) => ({ ifname: l.ifname, ifindex: l.ifindex }));
 }
 
-/** Remove kpr's tc filters (by handle and priority) from every device in this netns. */
-export async function detachAllTc(): Promise<string[]> {
+/**
+ * Remove kpr's tc filters (by handle and priority) from the devices of this
+ * netns; with progIds, only filters running one of those programs (the ones
+ * a given pin path pinned), so a cleanup leaves another kpr's filters alone.
+ */
+export async function detachAllTc(progIds?: Set<number>): Promise<string[]> {
   const out: string[] = [];
   for (const link of await listLinks()) {
     for (const dir of ['ingress', 'egress'] as const) {
-      if (bpf.tcQuery(link.ifindex, dir, TC_HANDLE, TC_PRIORITY) !== null) {
+      const id = bpf.tcQuery(link.ifindex, dir, TC_HANDLE, TC_PRIORITY);
+      if (id !== null && (!progIds || progIds.has(id))) {
         bpf.tcDetach(link.ifindex, dir, TC_HANDLE, TC_PRIORITY);
         out.push(`${link.ifname}/${dir}`);
       }
@@ -299,7 +334,16 @@ export async function cleanup(pinPath: string): Promise<CleanupReport> {
   // devices of this network namespace.
   const progsDir = join(pinPath, PROGS_DIR);
   if (existsSync(progsDir)) {
-    report.tcDetached = await detachAllTc();
+    const ids = new Set<number>();
+    for (const name of await readdir(progsDir)) {
+      const fd = bpf.objGet(join(progsDir, name));
+      try {
+        ids.add(bpf.progInfo(fd).id);
+      } finally {
+        bpf.closeFd(fd);
+      }
+    }
+    report.tcDetached = await detachAllTc(ids);
     for (const name of await readdir(progsDir)) await unlink(join(progsDir, name));
     await rmdir(progsDir);
   }

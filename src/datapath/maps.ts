@@ -55,6 +55,19 @@ export class BpfMap implements KVMap {
     return bpf.mapDump(this.fd);
   }
 
+  *chunks(max: number): Iterable<Array<[Buffer, Buffer]>> {
+    let cursor: Buffer | null = null;
+    do {
+      const r = bpf.mapLookupBatchStep(this.fd, cursor, max);
+      const out: Array<[Buffer, Buffer]> = [];
+      for (let i = 0; i < r.count; i++) {
+        out.push([r.keys.subarray(i * this.keySize, (i + 1) * this.keySize), r.values.subarray(i * this.valueSize, (i + 1) * this.valueSize)]);
+      }
+      if (out.length) yield out;
+      cursor = r.cursor;
+    } while (cursor);
+  }
+
   updateBatch(keys: Buffer[], values: Buffer[]): void {
     if (keys.length !== values.length) throw new RangeError(`${this.name}: ${keys.length} keys but ${values.length} values`);
     for (let i = 0; i < keys.length; i += BATCH_CHUNK) {

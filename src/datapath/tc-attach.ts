@@ -52,14 +52,15 @@ export class TcAttacher {
       if (!links.some((l) => l.ifname === d)) throw new Error(`--devices: no interface named ${d} in this network namespace`);
     }
     await this.sync(true);
+    // The periodic scan also retries devices whose attach failed.
+    this.poller = setInterval(() => this.kick(), this.opts.pollMs ?? 5000);
+    this.poller.unref();
     if (!this.workload) return;
     this.monitor = spawn('ip', ['-o', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
     this.monitor.stdout?.on('data', () => this.kick());
     this.monitor.on('exit', () => {
       if (!this.stopped) this.opts.log.warn('ip monitor exited; relying on the periodic scan for new veths');
     });
-    this.poller = setInterval(() => this.kick(), this.opts.pollMs ?? 5000);
-    this.poller.unref();
   }
 
   stop(): Promise<void> {
@@ -67,6 +68,12 @@ export class TcAttacher {
     this.monitor?.kill();
     if (this.poller) clearInterval(this.poller);
     return this.pending;
+  }
+
+  /** --devices interfaces without our programs (an attach failed): readiness waits for them. */
+  missingDevices(): string[] {
+    const have = new Set(this.attached.values());
+    return this.opts.devices.filter((d) => !have.has(d));
   }
 
   attachedNames(): string[] {

@@ -67,10 +67,11 @@ export function healthBody(t: HealthTarget, proxyHealthy: boolean): { status: nu
 }
 
 export class ServiceHealthServers {
-  private servers = new Map<number, { server: Server; target: HealthTarget }>();
+  /** failedAt: the listener could not bind; it is not re-created before retryMs has passed. */
+  private servers = new Map<number, { server: Server; target: HealthTarget; failedAt?: number }>();
 
   constructor(
-    private readonly opts: { host: string; log: Logger; proxyHealthy: () => boolean },
+    private readonly opts: { host: string; log: Logger; proxyHealthy: () => boolean; retryMs?: number },
   ) {}
 
   /** Open, update and close listeners to match the targets. */
@@ -83,11 +84,14 @@ export class ServiceHealthServers {
     }
     for (const [port, target] of targets) {
       const cur = this.servers.get(port);
-      if (cur) {
+      // A listener that failed to bind (port taken) is retried on a timer,
+      // not on every sync: a sync can run several times a second.
+      if (cur && (cur.failedAt === undefined || Date.now() - cur.failedAt < (this.opts.retryMs ?? 30_000))) {
         cur.target = target;
         continue;
       }
-      const entry = { server: createServer(), target };
+      if (cur) cur.server.close();
+      const entry: { server: Server; target: HealthTarget; failedAt?: number } = { server: createServer(), target };
       entry.server.on('request', (_req, res) => {
         const { status, body } = healthBody(entry.target, this.opts.proxyHealthy());
         res.writeHead(status, {
@@ -98,16 +102,20 @@ export class ServiceHealthServers {
         res.end(body);
       });
       entry.server.on('error', (err) => {
-        this.opts.log.error({ port, service: `${target.namespace}/${target.name}`, err: err.message }, 'healthCheckNodePort listener failed');
-        this.servers.delete(port);
+        this.opts.log.error(
+          { port, service: `${entry.target.namespace}/${entry.target.name}`, err: err.message, retryInMs: this.opts.retryMs ?? 30_000 },
+          'healthCheckNodePort listener failed; retrying later',
+        );
+        entry.failedAt = Date.now();
       });
       entry.server.listen(port, this.opts.host);
       this.servers.set(port, entry);
     }
   }
 
+  /** Ports with a listening server. */
   ports(): number[] {
-    return [...this.servers.keys()].sort((a, b) => a - b);
+    return [...this.servers].filter(([, s]) => s.failedAt === undefined).map(([p]) => p).sort((a, b) => a - b);
   }
 
   close(): void {

@@ -3,9 +3,18 @@
  *
  * /healthz and /livez follow kube-proxy's proxier health server: 200 unless
  * a change has waited longer than healthTimeout to be written (or, for
- * /healthz, the node is being deleted); same JSON body. /readyz is ours:
- * ready once every source has synced, the first full sync is written and
- * the API server is reachable. /metrics is the prom-client registry.
+ * /healthz, the node is being deleted); same JSON body. Answering at all
+ * shows the event loop runs. A full map or an API outage is not "waiting to
+ * be written" (nothing more can be done), so neither restarts kpr: the
+ * DaemonSet's liveness probe is /livez, never /healthz, whose node check
+ * would get kpr killed on a node being scaled down.
+ *
+ * /readyz is ours: ready once every source has synced, the first full sync
+ * is written and the data path is attached (tc on every --devices
+ * interface). As kube-proxy, an API server outage does not make kpr
+ * unready: the maps keep serving the last state, and every node turning
+ * NotReady at once helps nobody. The outage and full maps are reported in
+ * the body as degraded. /metrics is the prom-client registry.
  *
  * Like kube-proxy, healthz and metrics listen on two addresses (10256 on all
  * interfaces for probes and load balancers, 10249 on loopback for metrics);
@@ -26,6 +35,10 @@ export interface HealthState {
   /** The source can reach what it reads (no API server outage). */
   sourceHealthy(): { healthy: boolean; message?: string | undefined };
   nodeEligible(): boolean;
+  /** Every program the configuration asks for is attached (tc on each device). */
+  dataPathAttached?(): { attached: boolean; message?: string | undefined };
+  /** Map name -> Service ports not programmed because it is full. */
+  mapFull?(): Record<string, number>;
 }
 
 export interface HttpServerOptions {
@@ -96,15 +109,30 @@ export class HttpServer {
   private readyz(res: ServerResponse): void {
     const s = this.opts.state;
     const src = s.sourceHealthy();
+    const dp = s.dataPathAttached?.() ?? { attached: true };
     const checks = {
       sourcesSynced: s.sourcesSynced(),
       firstSyncDone: s.synced(),
-      apiServerReachable: src.healthy,
+      dataPathAttached: dp.attached,
     };
     const ready = Object.values(checks).every(Boolean);
+    const mapFull = Object.fromEntries(Object.entries(s.mapFull?.() ?? {}).filter(([, n]) => n > 0));
+    const degraded = {
+      ...(src.healthy ? {} : { sourceUnhealthy: true }),
+      ...(Object.keys(mapFull).length ? { mapFull } : {}),
+    };
+    const message = [src.message, dp.message].filter(Boolean).join('; ');
     res.statusCode = ready ? 200 : 503;
     res.setHeader('Content-Type', 'application/json');
-    res.end(JSON.stringify({ ready, ...checks, ...(src.message ? { message: src.message } : {}) }) + '\n');
+    res.end(
+      JSON.stringify({
+        ready,
+        ...checks,
+        apiServerReachable: src.healthy,
+        ...(Object.keys(degraded).length ? { degraded } : {}),
+        ...(message ? { message } : {}),
+      }) + '\n',
+    );
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse, role: 'healthz' | 'metrics' | 'both'): Promise<void> {

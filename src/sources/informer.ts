@@ -51,6 +51,12 @@ export interface InformerOptions {
   watchdogGraceMs?: number;
   backoffMinMs?: number;
   backoffMaxMs?: number;
+  /**
+   * Cap on the wait after a connection-level failure (refused, reset,
+   * unreachable): retrying those costs the server nothing, and a long wait
+   * is what delays catch-up once it is back. Jittered.
+   */
+  unreachableBackoffMaxMs?: number;
   /** A watch that ends sooner than this without any event counts as a quick close. */
   quickCloseMs?: number;
 }
@@ -101,6 +107,16 @@ export function normalise(obj: unknown, kind: string, apiVersion: string): unkno
     rec.metadata = m;
   }
   return { ...rec, kind: rec.kind ?? kind, apiVersion: rec.apiVersion ?? apiVersion };
+}
+
+/** The server is not there at all (as opposed to answering with an error). */
+export function isUnreachable(err: unknown): boolean {
+  const codes = /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ECONNABORTED|EPIPE|ETIMEDOUT|EAI_AGAIN|socket hang up/;
+  for (let e = err as { code?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === 'string' && codes.test(e.code)) return true;
+    if (typeof e.message === 'string' && codes.test(e.message)) return true;
+  }
+  return false;
 }
 
 function errText(err: unknown): string {
@@ -295,7 +311,7 @@ export class ResilientInformer {
     }
     if (this.restartTimer) return;
     this.failures++;
-    const delay = this.backoff(this.failures);
+    const delay = this.backoff(this.failures, isUnreachable(err));
     log.warn({ resource, err: this.lastError, delayMs: delay, failures: this.failures }, `${resource} list/watch failed; restarting`);
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
@@ -316,10 +332,11 @@ export class ResilientInformer {
     }
   }
 
-  private backoff(n: number): number {
+  private backoff(n: number, unreachable = false): number {
     const min = this.opts.backoffMinMs ?? 500;
-    const max = this.opts.backoffMaxMs ?? 30_000;
+    const max = unreachable ? Math.min(this.opts.backoffMaxMs ?? 30_000, this.opts.unreachableBackoffMaxMs ?? 2000) : (this.opts.backoffMaxMs ?? 30_000);
     const base = Math.min(max, min * 2 ** Math.min(30, n - 1));
+    if (unreachable && base >= max) return Math.round(base * (0.5 + Math.random() * 0.5));
     // Jitter, so that every node does not hit a recovering API server at once.
     return Math.round(base * (0.9 + Math.random() * 0.2));
   }

@@ -37,6 +37,8 @@ export interface KubeSourceOptions {
   watchdogGraceMs?: number;
   backoffMinMs?: number;
   backoffMaxMs?: number;
+  /** Cap on the retry wait while the API server refuses or resets connections. */
+  unreachableBackoffMaxMs?: number | undefined;
   quickCloseMs?: number;
 }
 
@@ -83,6 +85,7 @@ export class KubeSource implements Source {
       watchdogGraceMs: this.opts.watchdogGraceMs,
       backoffMinMs: this.opts.backoffMinMs,
       backoffMaxMs: this.opts.backoffMaxMs,
+      unreachableBackoffMaxMs: this.opts.unreachableBackoffMaxMs,
       quickCloseMs: this.opts.quickCloseMs,
       onHealth: () => this.refreshGauge(),
     };

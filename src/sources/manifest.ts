@@ -3,8 +3,15 @@
  * objects `kubectl get -o yaml` prints (single objects, multi-document files
  * and `kind: List`). A file or a directory; changes are picked up by
  * fs.watch, backed by a slow mtime poll because editors replace files in
- * ways a watch can miss. A file that fails to parse keeps its last good
- * contents.
+ * ways a watch can miss.
+ *
+ * Bad input is judged per document: a document that fails to parse is
+ * skipped (logged by file and index, counted), the other documents of the
+ * same file still apply, and the objects the file held before are kept,
+ * since the broken document may be the one that held them. Until every file
+ * has parsed cleanly once, the source is not synced: on a restart the
+ * controller then writes and deletes nothing, and the pinned maps keep
+ * serving what they had.
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
@@ -31,7 +38,14 @@ export interface ManifestSourceOptions {
   pollMs?: number;
   /** Counts objects that are not Services, EndpointSlices or Nodes. */
   onIgnored?: (object: string, reason: string) => void;
+  /** Counts documents that do not parse (invalid YAML or JSON, binary garbage). */
+  onParseError?: (file: string, document: number, message: string) => void;
+  /** Counts an object defined more than once across documents and files. */
+  onDuplicate?: (object: string, files: string[]) => void;
 }
+
+/** One document of a file: its value, or why it did not parse. */
+type Doc = { ok: true; value: unknown } | { ok: false; message: string };
 
 export class ManifestSource implements Source {
   readonly name = 'manifests';
@@ -41,6 +55,11 @@ export class ManifestSource implements Source {
   private debounce: NodeJS.Timeout | undefined;
   private reloading: Promise<void> = Promise.resolve();
   private store: ObjectStore | undefined;
+  /** Files whose last read had a document that did not parse. */
+  private broken = new Map<string, string>();
+  private synced = false;
+  /** Objects already reported as duplicates, so a poll does not repeat it. */
+  private reportedDuplicates = new Set<string>();
 
   constructor(private readonly opts: ManifestSourceOptions) {}
 
@@ -58,9 +77,28 @@ export class ManifestSource implements Source {
     this.poller = setInterval(() => this.kick(), this.opts.pollMs ?? 2000);
     this.poller.unref();
     await this.reload();
-    store.markSynced('Service');
-    store.markSynced('EndpointSlice');
-    store.markSynced('Node');
+  }
+
+  status(): { healthy: boolean; message?: string } {
+    if (this.synced) return { healthy: true };
+    const [file, msg] = [...this.broken][0] ?? ['', ''];
+    return { healthy: false, message: `manifests never read cleanly (${basename(file)}: ${msg}); serving what is pinned, deleting nothing` };
+  }
+
+  /** Synced once every file has parsed cleanly; never unsynced after. */
+  private maybeMarkSynced(): void {
+    if (this.synced || !this.store) return;
+    if (this.broken.size > 0) {
+      this.opts.log.error(
+        { files: [...this.broken.keys()] },
+        'not synced: a manifest has a document that does not parse; nothing is written or deleted until it is fixed',
+      );
+      return;
+    }
+    this.synced = true;
+    this.store.markSynced('Service');
+    this.store.markSynced('EndpointSlice');
+    this.store.markSynced('Node');
   }
 
   async stop(): Promise<void> {
@@ -116,17 +154,22 @@ export class ManifestSource implements Source {
       }
       const prev = this.files.get(file);
       if (prev && prev.mtimeMs === st.mtimeMs && prev.size === st.size) continue;
-      let docs: unknown[];
+      let docs: Doc[];
       try {
-        docs = this.parseFile(file, await readFile(file, 'utf8'));
+        docs = this.parseFile(await readFile(file, 'utf8'));
       } catch (err) {
-        log.error({ file, err: (err as Error).message }, `cannot parse ${basename(file)}; keeping its last good contents`);
-        this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, keys: prev?.keys ?? new Set() });
-        continue;
+        docs = [{ ok: false, message: (err as Error).message }];
       }
       const keys = new Set<string>();
-      for (const doc of docs) {
-        for (const { kind, raw } of this.classify(file, doc)) {
+      let bad = 0;
+      docs.forEach((doc, i) => {
+        if (!doc.ok) {
+          bad++;
+          log.error({ file, document: i, err: doc.message }, `cannot parse document ${i} of ${basename(file)}; skipping it`);
+          this.opts.onParseError?.(file, i, doc.message);
+          return;
+        }
+        for (const { kind, raw } of this.classify(file, doc.value)) {
           upserts.push({ kind, raw });
           const key = metaKey(raw);
           if (key) {
@@ -134,13 +177,21 @@ export class ManifestSource implements Source {
             fresh.add(objectId(kind, key));
           }
         }
+      });
+      if (bad > 0) {
+        this.broken.set(file, docs.find((d) => !d.ok)?.message.split('\n')[0] ?? '');
+        // The broken document may be what held them: keep the file's earlier objects.
+        for (const id of prev?.keys ?? []) keys.add(id);
+      } else {
+        this.broken.delete(file);
+        for (const id of prev?.keys ?? []) if (!keys.has(id)) gone.add(id);
       }
-      for (const id of prev?.keys ?? []) if (!keys.has(id)) gone.add(id);
       this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, keys });
     }
     for (const [file, state] of [...this.files]) {
       if (present.has(file)) continue;
       this.files.delete(file);
+      this.broken.delete(file);
       for (const id of state.keys) gone.add(id);
     }
     // An object that moved to another file is not gone.
@@ -152,27 +203,59 @@ export class ManifestSource implements Source {
         return { kind: id.slice(0, sp) as Kind, key: id.slice(sp + 1) };
       });
     if ((upserts.length || removals.length) && this.store) this.store.applyBatch(upserts, removals);
+    if (upserts.length) this.reportDuplicates(new Set(upserts.flatMap(({ kind, raw }) => {
+      const key = metaKey(raw);
+      return key ? [objectId(kind, key)] : [];
+    })));
+    this.maybeMarkSynced();
   }
 
-  private parseFile(file: string, text: string): unknown[] {
+  /**
+   * The same object in two places: the one read last wins, which depends on
+   * file order and edit order, so say so. Only objects just read are checked.
+   */
+  private reportDuplicates(ids: Set<string>): void {
+    const where = new Map<string, string[]>();
+    for (const [file, state] of this.files) {
+      for (const id of state.keys) if (ids.has(id)) where.set(id, [...(where.get(id) ?? []), file]);
+    }
+    for (const [id, files] of where) {
+      if (files.length < 2) {
+        this.reportedDuplicates.delete(id);
+        continue;
+      }
+      if (this.reportedDuplicates.has(id)) continue;
+      this.reportedDuplicates.add(id);
+      this.opts.log.warn({ object: id, files }, `${id} is defined in ${files.map((f) => basename(f)).join(' and ')}; the last one read wins`);
+      this.opts.onDuplicate?.(id, files);
+    }
+  }
+
+  private parseFile(text: string): Doc[] {
     // JSON is YAML too, and JSON.parse is many times faster and leaner for
     // big generated manifests.
     const head = text.trimStart()[0];
     if (head === '{' || head === '[') {
       try {
         const v = JSON.parse(text) as unknown;
-        return Array.isArray(v) ? v : [v];
+        return (Array.isArray(v) ? v : [v]).map((value) => ({ ok: true, value }));
       } catch {
         /* not strict JSON: let the YAML parser judge it */
       }
     }
-    const docs = parseAllDocuments(text);
-    const out: unknown[] = [];
-    for (const d of Array.isArray(docs) ? docs : [docs]) {
-      if (d.errors.length > 0) throw new Error(d.errors[0]?.message ?? `invalid YAML in ${file}`);
-      const v = d.toJS();
+    // NUL and other control characters are not YAML; the parser would turn
+    // some garbage into a plain string, so reject it outright.
+    // eslint-disable-next-line no-control-regex
+    if (/[\x00-\x08\x0e-\x1f]/.test(text)) return [{ ok: false, message: 'binary data (control characters), not YAML' }];
+    const out: Doc[] = [];
+    for (const d of parseAllDocuments(text)) {
+      if (d.errors.length > 0) {
+        out.push({ ok: false, message: d.errors[0]?.message ?? 'invalid YAML' });
+        continue;
+      }
+      const v = d.toJS() as unknown;
       if (v === null || v === undefined) continue;
-      out.push(v);
+      out.push({ ok: true, value: v });
     }
     return out;
   }

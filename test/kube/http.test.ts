@@ -1,10 +1,15 @@
 import assert from 'node:assert/strict';
+import { createServer as createNetServer } from 'node:net';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { goTime, HttpServer, type HealthState } from '../../src/http/server.js';
 import { Metrics } from '../../src/metrics.js';
 import { service, slice } from '../helpers/objects.js';
-import { harness, metricValue, waitFor } from '../helpers/kubeharness.js';
+import { harness, metricValue, waitFor, type Harness } from '../helpers/kubeharness.js';
+import { TcAttacher } from '../../src/datapath/tc-attach.js';
+import { ServiceHealthServers } from '../../src/health/service-health.js';
+import type { Datapath } from '../../src/datapath/loader.js';
+import { memoryNatMaps } from '../helpers/memmaps.js';
 
 const log = pino({ level: 'silent' });
 
@@ -118,7 +123,7 @@ test('/metrics is on the metrics address only, unless both addresses are the sam
   }
 });
 
-test('/readyz: not before the sync, not during an API outage; /healthz stays up through the outage', async () => {
+test('/readyz: not before the sync; through an API outage it stays 200 (as kube-proxy) and says degraded', async () => {
   const h = await harness({
     seed: [service('a', { clusterIP: '198.18.0.1' }), slice('a-1', 'a', [{ ip: '203.0.113.1', ready: true }])],
     before: (api) => api.failLists.set('EndpointSlice', 2),
@@ -131,14 +136,7 @@ test('/readyz: not before the sync, not during an API outage; /healthz stays up 
     healthTimeoutMs: 60_000,
     metrics: h.metrics,
     log,
-    state: {
-      pendingSince: () => h.controller.status().pendingSince,
-      lastUpdated: () => h.controller.status().lastSyncAt,
-      synced: () => h.controller.status().synced,
-      sourcesSynced: () => h.store.isSynced(),
-      sourceHealthy: () => h.source.status(),
-      nodeEligible: () => h.source.isNodeEligible(),
-    },
+    state: harnessState(h),
   });
   await http.start();
   try {
@@ -149,14 +147,18 @@ test('/readyz: not before the sync, not during an API outage; /healthz stays up 
     await waitFor('ready', async () => (await get(addr, '/readyz')).status === 200);
 
     await h.api.stop();
-    await waitFor('not ready during the outage', async () => (await get(addr, '/readyz')).status === 503);
-    const r = JSON.parse((await get(addr, '/readyz')).body) as { apiServerReachable: boolean; message: string };
+    await waitFor('outage noticed', () => !h.source.status().healthy);
+    const during = await get(addr, '/readyz');
+    assert.equal(during.status, 200, 'every node NotReady at once helps nobody: the maps keep serving');
+    const r = JSON.parse(during.body) as { apiServerReachable: boolean; message: string; degraded: { sourceUnhealthy: boolean } };
     assert.equal(r.apiServerReachable, false);
+    assert.equal(r.degraded.sourceUnhealthy, true);
     assert.ok(r.message.length > 0);
     assert.equal((await get(addr, '/healthz')).status, 200, 'the data path is fine: no restart wanted');
+    assert.equal((await get(addr, '/livez')).status, 200);
 
     await h.api.restart();
-    await waitFor('ready again', async () => (await get(addr, '/readyz')).status === 200);
+    await waitFor('healthy again', async () => (JSON.parse((await get(addr, '/readyz')).body) as { degraded?: unknown }).degraded === undefined);
 
     // kube-proxy's nodeEligible: a Node with a deletionTimestamp.
     h.api.apply({ kind: 'Node', apiVersion: 'v1', metadata: { name: 'node-1', deletionTimestamp: '2025-01-01T00:00:00Z' } });
@@ -169,5 +171,121 @@ test('/readyz: not before the sync, not during an API outage; /healthz stays up 
   } finally {
     await http.stop();
     await h.close();
+  }
+});
+
+function harnessState(h: Harness, over: Partial<HealthState> = {}): HealthState {
+  return {
+    pendingSince: () => h.controller.status().pendingSince,
+    lastUpdated: () => h.controller.status().lastSyncAt,
+    synced: () => h.controller.status().synced,
+    sourcesSynced: () => h.store.isSynced(),
+    sourceHealthy: () => h.source.status(),
+    nodeEligible: () => h.source.isNodeEligible(),
+    mapFull: () => h.controller.status().mapFull,
+    ...over,
+  };
+}
+
+test('a full map is degraded, not dead: gauge and /readyz detail, one log line, /livez 200, retries are not full re-reads', { timeout: 30_000 }, async () => {
+  const eps = (n: number) => [{ ip: `203.0.113.${n}`, ready: true }, { ip: `203.0.113.${n + 100}`, ready: true }];
+  const h = await harness({
+    seed: [
+      service('a', { clusterIP: '198.18.0.1' }), slice('a-1', 'a', eps(1)),
+      service('b', { clusterIP: '198.18.0.2' }), slice('b-1', 'b', eps(2)),
+      service('c', { clusterIP: '198.18.0.3' }), slice('c-1', 'c', eps(3)),
+    ],
+    maps: memoryNatMaps({ be: 5 }), // room for two Services' backends, not three
+    resyncIntervalMs: 300,
+  });
+  const http = new HttpServer({ healthzAddress: '127.0.0.1:0', metricsAddress: '', healthTimeoutMs: 300, metrics: h.metrics, log, state: harnessState(h) });
+  await http.start();
+  try {
+    const addr = http.bound.healthz!;
+    await waitFor('first sync', () => h.controller.status().synced);
+    await new Promise((r) => setTimeout(r, 1500)); // several resyncs and many retries
+    assert.equal(await metricValue(h.metrics, 'kpr_bpf_map_full_service_ports', { map: 'kpr_v4_nat_be' }), 1);
+    const ready = await get(addr, '/readyz');
+    assert.equal(ready.status, 200);
+    assert.deepEqual((JSON.parse(ready.body) as { degraded: unknown }).degraded, { mapFull: { kpr_v4_nat_be: 1 } });
+    assert.equal((await get(addr, '/livez')).status, 200, 'a full map is not a reason to restart kpr');
+    assert.equal((await get(addr, '/healthz')).status, 200);
+    const fullLines = h.logs.filter((l) => /is full/.test(String(l.msg)));
+    assert.equal(fullLines.length, 1, 'logged once per period, not on every retry');
+    const syncs = h.logs.filter((l) => l.msg === 'synced');
+    const fullSyncs = syncs.filter((l) => l.full === true).length;
+    assert.ok(syncs.length - fullSyncs >= 5, `retries are incremental (${fullSyncs} full of ${syncs.length})`);
+    assert.ok(fullSyncs <= 8, `only the resync timer asks for full syncs (${fullSyncs} full of ${syncs.length})`);
+
+    // room again: b goes away, the waiting Service fits, degraded clears
+    h.api.delete('Service', 'default', 'b');
+    await waitFor('gauge back to 0', async () => (await metricValue(h.metrics, 'kpr_bpf_map_full_service_ports', { map: 'kpr_v4_nat_be' })) === 0);
+    assert.equal((JSON.parse((await get(addr, '/readyz')).body) as { degraded?: unknown }).degraded, undefined);
+  } finally {
+    await http.stop();
+    await h.close();
+  }
+});
+
+test('/readyz waits for the tc programs: an attach that keeps failing is not ready, and is retried', { timeout: 30_000 }, async () => {
+  let fail = true;
+  const attachedTo: string[] = [];
+  const dp = {
+    attachTc(ifname: string) {
+      if (fail) throw new Error('EPERM: operation not permitted (no CAP_NET_ADMIN)');
+      attachedTo.push(ifname);
+    },
+  } as unknown as Datapath;
+  const tc = new TcAttacher(dp, { devices: ['lo'], workloadIfaces: undefined, log, pollMs: 50 });
+  await tc.start();
+  const { http } = await serve(
+    fakeState({
+      dataPathAttached: () => {
+        const missing = tc.missingDevices();
+        return missing.length ? { attached: false, message: `not attached to ${missing.join(', ')}` } : { attached: true };
+      },
+    }),
+  );
+  try {
+    const addr = http.bound.healthz!;
+    const r = await get(addr, '/readyz');
+    assert.equal(r.status, 503);
+    assert.equal((JSON.parse(r.body) as { dataPathAttached: boolean }).dataPathAttached, false);
+    fail = false;
+    await waitFor('ready once attached', async () => (await get(addr, '/readyz')).status === 200);
+    assert.deepEqual(attachedTo, ['lo']);
+  } finally {
+    await tc.stop();
+    await http.stop();
+  }
+});
+
+test('a healthCheckNodePort listener that cannot bind is retried on a timer, not re-created on every sync', { timeout: 20_000 }, async () => {
+  const taken = createNetServer();
+  await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+  const port = (taken.address() as { port: number }).port;
+  const lines: Array<Record<string, unknown>> = [];
+  const capture = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+  const servers = new ServiceHealthServers({ host: '127.0.0.1', log: capture, proxyHealthy: () => true, retryMs: 300 });
+  const targets = new Map([[port, { namespace: 'default', name: 'a', localEndpoints: 1 }]]);
+  const failures = () => lines.filter((l) => /listener failed/.test(String(l.msg))).length;
+  try {
+    servers.update(targets);
+    await waitFor('bind failure', () => failures() === 1);
+    for (let i = 0; i < 20; i++) {
+      servers.update(targets); // syncs in quick succession
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(failures(), 1, 'not re-created by each sync');
+    assert.deepEqual(servers.ports(), []);
+    await new Promise<void>((r) => taken.close(() => r()));
+    await new Promise((r) => setTimeout(r, 350));
+    servers.update(targets); // the retry period is over: try again, now it binds
+    await waitFor('listening', async () => (await fetch(`http://127.0.0.1:${port}/`).then((r) => r.status, () => 0)) === 200);
+    assert.equal(failures(), 1);
+    assert.deepEqual(servers.ports(), [port]);
+  } finally {
+    servers.close();
+    taken.close();
   }
 });

@@ -289,3 +289,26 @@ test('a wrong token is an outage, not a crash', async () => {
     await h.close();
   }
 });
+
+test('after an outage long enough for the backoff to grow, a change made as the server returns is applied within 5 s', { timeout: 60_000 }, async () => {
+  // Production backoff (500 ms doubling to 30 s); only the refused-connection cap bounds the wait.
+  await withHarness(
+    { seed: [svc('a', '198.18.0.1'), sl('a-1', 'a', ['203.0.113.1'])], source: { backoffMinMs: 500, backoffMaxMs: 30_000, unreachableBackoffMaxMs: 2000 } },
+    async (h) => {
+      await waitFor('a', () => natView(h.maps)['198.18.0.1:80']?.length === 1);
+      await h.api.stop();
+      // 16 s: uncapped, the waits would be 0.5, 1, 2, 4, 8, 16 s: the next try lands ~15 s after the server returns
+      await new Promise((r) => setTimeout(r, 16_000));
+      await h.api.restart();
+      const back = Date.now();
+      h.api.apply(sl('a-1', 'a', ['203.0.113.9']));
+      await waitFor('change applied', () => natView(h.maps)['198.18.0.1:80']?.join() === '203.0.113.9:8080', 15_000);
+      const ms = Date.now() - back;
+      h.log.info({ catchUpMs: ms }, 'catch-up after the outage');
+      process.stdout.write(`# catch-up after a 16 s outage: ${ms} ms\n`);
+      assert.ok(ms <= 5000, `applied ${ms} ms after the API server came back`);
+      const waits = h.logs.filter((l) => typeof l.delayMs === 'number' && l.failures !== undefined).map((l) => l.delayMs as number);
+      assert.ok(waits.length > 0 && Math.max(...waits) <= 2000, `retry waits capped: ${waits.join(', ')}`);
+    },
+  );
+});

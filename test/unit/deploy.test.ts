@@ -78,12 +78,13 @@ test('the DaemonSet runs on every node, host network, least privilege, probed on
   assert.equal(vols.get('cgroup'), '/sys/fs/cgroup');
   assert.ok(container.args.includes(mounts.get('cgroup').mountPath), 'kpr attaches to the host cgroup root it mounts');
   assert.deepEqual([container.readinessProbe.httpGet.path, container.readinessProbe.httpGet.port], ['/readyz', 10256]);
-  assert.deepEqual([container.livenessProbe.httpGet.path, container.livenessProbe.httpGet.port], ['/healthz', 10256]);
+  assert.deepEqual([container.livenessProbe.httpGet.path, container.livenessProbe.httpGet.port], ['/livez', 10256]);
   const env = new Map((container.env as Any[]).map((e) => [e.name, e]));
   assert.ok(env.get('KUBERNETES_SERVICE_HOST')?.value);
   assert.ok(env.get('KUBERNETES_SERVICE_PORT')?.value);
   assert.equal(env.get('KPR_NODE_NAME')?.valueFrom?.fieldRef?.fieldPath, 'spec.nodeName');
-  assert.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+  // hostNetwork turns containerPort 10256 into a hostPort: a surge pod could never be placed beside the old one.
+  assert.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } });
 });
 
 test("kpr accepts the DaemonSet's arguments and environment", () => {
@@ -115,12 +116,50 @@ test('the compose file parses and names the mounts and capabilities the DaemonSe
   assert.ok(kpr.command.includes('/host/sys/fs/cgroup'));
 });
 
-test('the Dockerfile builds BPF, the addon and the JS, and ships the tools', () => {
+test('the Dockerfile builds BPF, the addon and the JS on Debian trixie nodejs, fails loudly, and ships the tools', () => {
   const df = readFileSync('deploy/Dockerfile', 'utf8');
   const stages = df.split('\n').filter((l) => l.startsWith('FROM '));
   assert.equal(stages.length, 2);
-  for (const s of stages) assert.match(s, /debian:bookworm/);
+  for (const s of stages) assert.match(s, /debian:trixie/);
   for (const step of ['make -C bpf', 'node-gyp rebuild', 'tsc -p tsconfig.json']) assert.ok(df.includes(step), step);
+  // no third-party repository piped into a shell; every stage runs RUN under pipefail
+  assert.doesNotMatch(df, /curl|wget|nodesource/i);
+  assert.equal((df.match(/^SHELL \["\/bin\/bash", "-euo", "pipefail", "-c"\]$/gm) ?? []).length, 2);
+  assert.match(df, /< 20\.19/, 'the build refuses a nodejs older than the engines field');
   const runtime = df.slice(df.lastIndexOf('FROM '));
-  for (const pkg of ['libbpf1', 'bpftool', 'iproute2']) assert.match(runtime, new RegExp(`\\b${pkg}\\b`));
+  const pkgs = /apt-get install -y --no-install-recommends ([^\n\\&]+)/.exec(runtime)?.[1]?.trim().split(/\s+/) ?? [];
+  assert.deepEqual(pkgs.sort(), ['bpftool', 'iproute2', 'libbpf1', 'nodejs']);
+  // each runtime package has its reason in docs/deploy.md
+  const doc = readFileSync('docs/deploy.md', 'utf8');
+  const section = doc.slice(doc.indexOf('## The image'));
+  for (const p of pkgs) assert.match(section, new RegExp('`' + p + '`'), `docs/deploy.md says why ${p} is in the image`);
+});
+
+test('the seccomp profile denies by default and allows what kpr needs (bpf, perf_event_open)', () => {
+  const p = JSON.parse(readFileSync('deploy/seccomp-kpr.json', 'utf8')) as { defaultAction: string; syscalls: Array<{ names: string[]; action: string }> };
+  assert.equal(p.defaultAction, 'SCMP_ACT_ERRNO');
+  const allowed = new Set(p.syscalls.filter((s) => s.action === 'SCMP_ACT_ALLOW').flatMap((s) => s.names));
+  for (const name of ['bpf', 'perf_event_open', 'socket', 'epoll_pwait', 'inotify_add_watch', 'execve']) assert.ok(allowed.has(name), name);
+});
+
+test('the no-SYS_ADMIN overlay drops SYS_ADMIN and runs under the kpr seccomp profile', () => {
+  const k = parse(readFileSync('deploy/no-sys-admin/kustomization.yaml', 'utf8')) as Any;
+  assert.deepEqual(k.resources, ['../rbac.yaml', '../daemonset.yaml']);
+  const [patch] = k.patches as Any[];
+  assert.deepEqual(patch.target, { kind: 'DaemonSet', name: ds.metadata.name });
+  // apply the JSON patch ops to a copy of the DaemonSet and validate the result
+  const out = JSON.parse(JSON.stringify(ds)) as Any;
+  for (const op of parse(patch.patch) as Any[]) {
+    const path = (op.path as string).split('/').slice(1);
+    const last = path.pop() as string;
+    let node = out;
+    for (const seg of path) node = node[seg];
+    assert.ok(op.op === 'add' || last in node, `${op.path} exists for ${op.op}`);
+    node[last] = op.value;
+  }
+  new DaemonSet(out).validate();
+  const sc = out.spec.template.spec.containers[0].securityContext as Any;
+  assert.deepEqual([...sc.capabilities.add].sort(), ['BPF', 'NET_ADMIN', 'PERFMON']);
+  assert.deepEqual(sc.seccompProfile, { type: 'Localhost', localhostProfile: 'profiles/kpr.json' });
+  assert.notEqual(sc.privileged, true);
 });
