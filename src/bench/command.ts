@@ -9,13 +9,16 @@ import { join } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { run } from '../lab/exec.js';
 import { repoRoot } from '../util/paths.js';
-import { BenchLab, cpuPlan, withLab } from './lab.js';
-import { createModes, MODE_NAMES, type ModeName } from './modes.js';
+import { BenchLab, CLUSTER_CIDR, cpuPlan, withLab } from './lab.js';
+import { createModes, MODE_NAMES, NODEPORT_MODE_NAMES, type ModeName, type NodePortModeName } from './modes.js';
+import { buildModel } from './model.js';
+import { NodePortLab, createNodePortModes } from './nodeport.js';
+import { TRANSFER_NAMES } from './wrk.js';
 import type { Position } from './model.js';
 import { charts, markdown } from './report.js';
-import { runControlPlane, runDataPlane, runS5, runS9, type Conn, type CpCell, type DpCell, type DpOptions, type S5Result } from './scenarios.js';
+import { runControlPlane, runDataPlane, runS5, runS9, targetBackends, type Conn, type CpCell, type DpCell, type DpOptions, type S5Result } from './scenarios.js';
 
-export const SCENARIOS = ['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S8', 'S9'] as const;
+export const SCENARIOS = ['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'S8', 'S9'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface BenchArgs {
@@ -23,6 +26,7 @@ export interface BenchArgs {
   services: string;
   'include-50k': boolean;
   modes: string;
+  'nodeport-modes': string;
   duration: number;
   repeat: number;
   connections: number;
@@ -42,6 +46,7 @@ export interface BenchOptions {
   scenarios: Scenario[];
   sizes: number[];
   modes: ModeName[];
+  nodePortModes: NodePortModeName[];
   durationS: number;
   repeat: number;
   connections: number;
@@ -77,6 +82,8 @@ export function parseBenchArgs(a: BenchArgs): BenchOptions {
   if (a['s9-services'] > 130_000) throw new Error('--s9-services: at most 130000 (the VIP range 198.18.0.0/15)');
   const modes = list(a.modes);
   for (const m of modes) if (!(MODE_NAMES as readonly string[]).includes(m)) throw new Error(`unknown mode ${m} (choose from ${MODE_NAMES.join(',')})`);
+  const npModes = list(a['nodeport-modes']);
+  for (const m of npModes) if (!(NODEPORT_MODE_NAMES as readonly string[]).includes(m)) throw new Error(`unknown NodePort mode ${m} (choose from ${NODEPORT_MODE_NAMES.join(',')})`);
   const pos = (name: string, v: number, min = 1) => {
     if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be >= ${min}`);
     return v;
@@ -85,6 +92,7 @@ export function parseBenchArgs(a: BenchArgs): BenchOptions {
     scenarios: scenarios as Scenario[],
     sizes,
     modes: modes as ModeName[],
+    nodePortModes: npModes as NodePortModeName[],
     durationS: pos('duration', a.duration),
     repeat: pos('repeat', a.repeat),
     connections: pos('connections', a.connections),
@@ -121,8 +129,21 @@ export function dataPlaneWants(o: Pick<BenchOptions, 'scenarios' | 'sizes'>): Dp
     }
     if (has('S3')) w.push({ scenario: 'S3', services: n, position: 'random', conn: 'keepalive' });
   }
-  if (has('S6')) for (const transfer of ['get-1m', 'get-10m', 'post-1m'] as const) w.push({ scenario: 'S6', services: 1, position: 'random', conn: 'keepalive', transfer });
+  if (has('S6')) for (const transfer of TRANSFER_NAMES) w.push({ scenario: 'S6', services: 1, position: 'random', conn: 'keepalive', transfer });
   if (has('S8')) for (const n of o.sizes) w.push({ scenario: 'S8', services: n, position: 'random', conn: 'close' });
+  return w;
+}
+
+/** S7 (new connections/s and 10 MiB transfers per Service count) and S6's NodePort rows, on the two-node lab. */
+export function nodePortWants(o: Pick<BenchOptions, 'scenarios' | 'sizes'>): DpOptions['wants'] {
+  const w: DpOptions['wants'] = [];
+  if (o.scenarios.includes('S6')) for (const transfer of TRANSFER_NAMES) w.push({ scenario: 'S6', services: 1, position: 'random', conn: 'keepalive', transfer });
+  if (o.scenarios.includes('S7')) {
+    for (const n of o.sizes) {
+      w.push({ scenario: 'S7', services: n, position: 'random', conn: 'close' });
+      w.push({ scenario: 'S7', services: n, position: 'random', conn: 'keepalive', transfer: 'get-10m' });
+    }
+  }
   return w;
 }
 
@@ -203,15 +224,13 @@ export async function runBench(o: BenchOptions, log: (m: string) => void = (m) =
         lab,
         modes,
         {
-          sizes: o.sizes,
           wants,
           durationS: o.durationS,
           repeat: o.repeat,
           connections: o.connections,
-          fillerEndpoints: o.fillerEndpoints,
-          targetPods: 3,
-          seed: o.seed,
           latencyConnects: o.s8Connects,
+          model: (services) =>
+            buildModel({ services, fillerEndpoints: o.fillerEndpoints, targetBackends: targetBackends(lab, 3), position: 'random', seed: o.seed, clusterCidr: CLUSTER_CIDR }),
         },
         log,
       );
@@ -223,6 +242,25 @@ export async function runBench(o: BenchOptions, log: (m: string) => void = (m) =
         }
         const order = (c: DpCell) => `${c.scenario}|${String(c.services).padStart(6, '0')}|${c.position}|${c.conn}|${o.modes.indexOf(c.mode)}`;
         res.dp.sort((a, b) => order(a).localeCompare(order(b)));
+      }
+    }
+    const npWants = nodePortWants(o);
+    if (npWants.length && o.nodePortModes.length) {
+      log('NodePort from an external client (S7, S6 NodePort rows), two-node lab');
+      const np = new NodePortLab(`np${process.pid % 100000}`, lab.cpus);
+      lab.extraLabs.add(np);
+      try {
+        await np.setup();
+        const cells = await runDataPlane(
+          np,
+          createNodePortModes(np, o.nodePortModes),
+          { wants: npWants, durationS: o.durationS, repeat: o.repeat, connections: o.connections, model: (n) => np.model(n, o.fillerEndpoints, o.seed) },
+          log,
+        );
+        res.dp.push(...cells);
+      } finally {
+        lab.extraLabs.delete(np);
+        await np.destroy();
       }
     }
     if (o.scenarios.includes('S4')) {
@@ -265,6 +303,11 @@ export const benchCommand: CommandModule<{}, BenchArgs> = {
       services: { type: 'string', default: '1,1000,10000', describe: 'Service counts for S2/S3 (S4 uses those >= 1000)' },
       'include-50k': { type: 'boolean', default: false, describe: 'add 50000 Services (slow: minutes per baseline load)' },
       modes: { type: 'string', default: MODE_NAMES.join(','), describe: `modes (${MODE_NAMES.join(',')})` },
+      'nodeport-modes': {
+        type: 'string',
+        default: NODEPORT_MODE_NAMES.join(','),
+        describe: `S7's and S6's NodePort modes on the two-node lab (${NODEPORT_MODE_NAMES.join(',')})`,
+      },
       duration: { type: 'number', default: 3, describe: 'seconds per wrk run' },
       repeat: { type: 'number', default: 2, describe: 'repetitions (modes alternate within each)' },
       connections: { type: 'number', default: 30, describe: 'wrk connections (over 3 threads)' },

@@ -16,14 +16,23 @@ import { manifestJson, targetOf, type BenchModel, type BenchService } from './mo
 import { NFT_TABLE, nftHooks, renderNftables } from './nftables.js';
 
 export const MODE_NAMES = ['direct', 'iptables', 'nftables', 'kpr-ct', 'direct-pod', 'kpr-tc'] as const;
+/** S7's modes (and S6's NodePort rows), on the two-node lab: see nodeport.ts. */
+export const NODEPORT_MODE_NAMES = ['np-direct', 'np-iptables', 'np-nftables', 'kpr-snat', 'kpr-dsr'] as const;
+export type NodePortModeName = (typeof NODEPORT_MODE_NAMES)[number];
 
 /**
  * The no-translation reference of each mode: the same client position
  * talking straight to a pod. kpr-tc's client is a pod (tc NAT starts flows
  * on ingress only), so it compares with direct-pod.
  */
-export const DIRECT_REF: Record<string, string> = { 'kpr-tc': 'direct-pod', 'direct-pod': 'direct-pod' };
-export type ModeName = (typeof MODE_NAMES)[number];
+export const DIRECT_REF: Record<string, string> = {
+  'kpr-tc': 'direct-pod',
+  'direct-pod': 'direct-pod',
+  ...Object.fromEntries(NODEPORT_MODE_NAMES.map((n) => [n, 'np-direct'])),
+};
+/** The kube-proxy iptables run each mode is compared with. */
+export const IPTABLES_REF: Record<string, string> = Object.fromEntries(NODEPORT_MODE_NAMES.map((n) => [n, 'np-iptables']));
+export type ModeName = (typeof MODE_NAMES)[number] | NodePortModeName;
 
 export interface Mode {
   readonly name: ModeName;
@@ -177,7 +186,7 @@ export async function writeAtomic(path: string, text: string): Promise<void> {
   await rename(tmp, path);
 }
 
-function mapSizeArgs(m: BenchModel): string[] {
+export function mapSizeArgs(m: BenchModel): string[] {
   const backends = m.services.reduce((n, s) => n + s.backends.length, 0);
   const fe = Math.max(65536, Math.ceil(m.services.length * 1.25));
   const be = Math.max(262144, Math.ceil(backends * 1.25));

@@ -6,7 +6,7 @@
  */
 import type { CpCell, DpCell, S5Result } from './scenarios.js';
 import { transferGbps, TRANSFERS, type Transfer } from './wrk.js';
-import { DIRECT_REF } from './modes.js';
+import { DIRECT_REF, IPTABLES_REF } from './modes.js';
 import { barChart, lineChart, type Series } from './svg.js';
 
 export function median(xs: number[]): number | null {
@@ -49,6 +49,7 @@ function peer(cells: DpCell[], c: DpCell, mode: string): DpCell | undefined {
 
 export function ratio(cells: DpCell[], c: DpCell, mode: string): number | null {
   if (mode === 'direct') mode = DIRECT_REF[c.mode] ?? 'direct';
+  if (mode === 'iptables') mode = IPTABLES_REF[c.mode] ?? 'iptables';
   const a = summarize(c).rps;
   const p = peer(cells, c, mode);
   const b = p ? summarize(p).rps : null;
@@ -112,6 +113,36 @@ export function s6Table(cells: DpCell[]): string {
   out.push(
     '',
     '¹ as in S1: kpr-tc and direct-pod are against direct-pod. Errors include wrk timeouts (10 s per transfer): a path that stalls large packets shows here, not as a hang.',
+  );
+  return out.join('\n') + '\n';
+}
+
+/** S7: per Service count and mode, new connections/s and 10 MiB transfer Gbit/s from an external client. */
+export function s7Table(cells: DpCell[]): string {
+  const rows = cells.filter((c) => c.scenario === 'S7' && c.conn === 'close');
+  if (!rows.length) return '';
+  const out = [
+    '| Services | mode | new connections/s (median) | × np-iptables | p99 ms | 10 MiB Gbit/s | × np-direct | errors |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const c of rows) {
+    const tr = cells.find((x) => x.scenario === 'S7' && x.services === c.services && x.mode === c.mode && x.transfer);
+    const st = status(c);
+    if (st) {
+      out.push(`| ${c.services} | ${c.mode} | ${st} | | | | | |`);
+      continue;
+    }
+    const s = summarize(c);
+    const ts = tr && tr.runs.length ? summarize(tr) : null;
+    const errs = s.errors + (ts?.errors ?? 0) + s.failedRuns + (ts?.failedRuns ?? 0);
+    const trErr = tr?.error ? ` (transfer: ${tr.error.split('\n')[0]})` : '';
+    out.push(
+      `| ${c.services} | ${c.mode} | ${f(s.rps, 0)} | ${fr(ratio(cells, c, 'iptables'))} | ${f(s.p99, 2)} | ${tr ? f(gbps(tr), 2) : '–'} | ${tr ? fr(ratio(cells, tr, 'direct')) : '–'} | ${errs}${trErr} |`,
+    );
+  }
+  out.push(
+    '',
+    'Client in the external namespace, to the ingress node n1 on the NodePort; backends: one pod on n1, one on n2. np-direct: the client to the pod IPs through their own nodes, no translation. 10 MiB: keep-alive GETs, wrk timeout 10 s.',
   );
   return out.join('\n') + '\n';
 }
@@ -236,7 +267,7 @@ export function targets(dp: DpCell[], cp: CpCell[], s5: S5Result[], s9: CpCell[]
   out.push({ target: 'S4 controller RSS at 10k×10 ≤ 200 MB (peak, incl. manifest parse)', value: rss === null ? '–' : `${(rss / 1024).toFixed(0)} MB`, met: rss === null ? null : rss / 1024 <= 200 });
   const steady = kfull ? median(kfull.runs.map((r) => r.steadyRssKB ?? NaN)) : null;
   out.push({ target: 'S4 controller RSS at 10k×10 ≤ 200 MB (steady, after GC)', value: steady === null ? '–' : `${(steady / 1024).toFixed(0)} MB`, met: steady === null ? null : steady / 1024 <= 200 });
-  out.push(...s6Targets(dp), ...s8Targets(dp), ...s9Targets(s9));
+  out.push(...s6Targets(dp), ...s7Targets(dp), ...s8Targets(dp), ...s9Targets(s9));
   return out;
 }
 
@@ -252,6 +283,21 @@ function s6Targets(dp: DpCell[]): TargetCheck[] {
       const r = c.runs.length ? ratio(dp, c, 'direct') : null;
       out.push({ target: `S6 ${t}: ${mode} ≥ ${min} × ${ref}`, value: c.unavailable ? `unavailable: ${c.unavailable}` : fr(r), met: r === null ? null : r >= min });
     }
+  }
+  return out;
+}
+
+function s7Targets(dp: DpCell[]): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  const s7 = dp.filter((c) => c.scenario === 'S7');
+  if (!s7.length) return out;
+  const snat = s7.find((c) => c.mode === 'kpr-snat' && c.conn === 'close' && c.services === 10_000 && c.runs.length);
+  const r = snat ? ratio(dp, snat, 'iptables') : null;
+  out.push({ target: 'S7 10k: kpr SNAT ≥ 1.5 × iptables, new connections/s', value: fr(r), met: r === null ? null : r >= 1.5 });
+  for (const n of [...new Set(s7.map((c) => c.services))].sort((a, b) => a - b)) {
+    const dsr = s7.find((c) => c.mode === 'kpr-dsr' && c.transfer && c.services === n && c.runs.length);
+    const d = dsr ? ratio(dp, dsr, 'direct') : null;
+    out.push({ target: `S7 ${n} Services: DSR 10 MiB transfer ≥ 0.95 × client to the backend node directly`, value: fr(d), met: d === null ? null : d >= 0.95 });
   }
   return out;
 }
@@ -316,6 +362,8 @@ export function markdown(r: { dp: DpCell[]; cp: CpCell[]; s5: S5Result[]; s9?: C
   if (s5t) parts.push('## S5 — programming latency, manifest rewrite to first connection on the new backend', '', s5t);
   const s6 = s6Table(r.dp);
   if (s6) parts.push('## S6 — transfers over keep-alive (1 MiB, 10 MiB responses; 1 MiB uploads)', '', s6);
+  const s7 = s7Table(r.dp);
+  if (s7) parts.push('## S7 — NodePort from an external client (two-node lab)', '', s7);
   const s8 = s8Table(r.dp);
   if (s8) parts.push('## S8 — first-packet latency, connect() to first response byte', '', s8);
   const s9 = cpTable(r.s9 ?? []);
@@ -340,6 +388,24 @@ export function charts(r: { dp: DpCell[]; cp: CpCell[]; s5: S5Result[]; s9?: CpC
           return c ? gbps(c) : null;
         }),
       })),
+    });
+  }
+  const s7 = r.dp.filter((c) => c.scenario === 'S7');
+  if (s7.length) {
+    const sizes = [...new Set(s7.map((c) => c.services))].sort((a, b) => a - b);
+    const ms = [...new Set(s7.map((c) => c.mode))];
+    const at = (m: string, n: number, transfer: boolean) => s7.find((x) => x.mode === m && x.services === n && !!x.transfer === transfer);
+    out['S7.svg'] = barChart({
+      title: 'S7: NodePort from an external client — new connections/s (median)',
+      yLabel: 'conn/s',
+      groups: sizes.map((n) => `${n} Services`),
+      series: ms.map((m) => ({ name: m, values: sizes.map((n) => (at(m, n, false) ? summarize(at(m, n, false)!).rps : null)) })),
+    });
+    out['S7-transfer.svg'] = barChart({
+      title: 'S7: NodePort from an external client — 10 MiB transfers, Gbit/s (median)',
+      yLabel: 'Gbit/s',
+      groups: sizes.map((n) => `${n} Services`),
+      series: ms.map((m) => ({ name: m, values: sizes.map((n) => (at(m, n, true) ? gbps(at(m, n, true)!) : null)) })),
     });
   }
   const s8 = r.dp.filter((c) => c.scenario === 'S8');

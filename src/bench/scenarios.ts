@@ -16,7 +16,7 @@ import { cleanup } from '../datapath/loader.js';
 import { nodeArgv, run, runIn, wrapArgv } from '../lab/exec.js';
 import { renderIptables, renderIptablesPartial, sepChainsOf } from './iptables.js';
 import { benchScript, KprProcess } from './kpr.js';
-import { CLUSTER_CIDR, POD_PORT, type BenchLab } from './lab.js';
+import { CLUSTER_CIDR, POD_PORT, type BenchLab, type CpuPlan } from './lab.js';
 import {
   buildModel,
   fillerService,
@@ -41,7 +41,13 @@ export interface Progress {
   (msg: string): void;
 }
 
-export type DpScenario = 'S1' | 'S2' | 'S3' | 'S6' | 'S8';
+export type DpScenario = 'S1' | 'S2' | 'S3' | 'S6' | 'S7' | 'S8';
+
+/** What the data-plane runs need of a lab (the node lab, or S7's two-node lab). */
+export interface DpLab {
+  dir: string;
+  cpus: CpuPlan;
+}
 
 export interface DpWant {
   scenario: DpScenario;
@@ -53,17 +59,15 @@ export interface DpWant {
 }
 
 export interface DpOptions {
-  sizes: number[];
   /** which (size, position, conn, transfer) to measure */
   wants: DpWant[];
   durationS: number;
   repeat: number;
   connections: number;
-  fillerEndpoints: number;
-  targetPods: number;
-  seed: number;
   /** S8: sequential connections per repetition */
   latencyConnects?: number;
+  /** The Service model at a count, target placed at random (the lab decides the target's backends). */
+  model: (services: number) => BenchModel;
 }
 
 export interface CheckResult {
@@ -103,7 +107,7 @@ export function targetBackends(lab: BenchLab, n: number): BenchBackend[] {
 }
 
 /** Run httpprobe in the node namespace and the mode's cgroup. */
-export async function httpCount(lab: BenchLab, netns: string, cgroup: string, host: string, port: number, count: number): Promise<Omit<CheckResult, 'expected' | 'passed'>> {
+export async function httpCount(lab: DpLab, netns: string, cgroup: string, host: string, port: number, count: number): Promise<Omit<CheckResult, 'expected' | 'passed'>> {
   void lab;
   const out = await runIn(
     { netns, cgroup },
@@ -115,7 +119,7 @@ export async function httpCount(lab: BenchLab, netns: string, cgroup: string, ho
 }
 
 /** Does the active mode carry traffic, to every backend it should? */
-export async function checkMode(lab: BenchLab, mode: Mode, model: BenchModel, count = 60): Promise<CheckResult> {
+export async function checkMode(lab: DpLab, mode: Mode, model: BenchModel, count = 60): Promise<CheckResult> {
   const t = mode.target(model);
   // A spread target is checked address by address.
   const hosts = t.spread ?? [t.host];
@@ -134,7 +138,7 @@ export async function checkMode(lab: BenchLab, mode: Mode, model: BenchModel, co
 }
 
 /** S8: the latency probe, sequential connections, bounded by count and time; a spread target is probed address by address. */
-export async function runLatency(lab: BenchLab, mode: Mode, model: BenchModel, connects: number): Promise<LatencyRun> {
+export async function runLatency(lab: DpLab, mode: Mode, model: BenchModel, connects: number): Promise<LatencyRun> {
   const t = mode.target(model);
   const hosts = t.spread ?? [t.host];
   const per = Math.ceil(connects / hosts.length);
@@ -161,7 +165,7 @@ export const TRANSFER_CONNECTIONS = 6;
 export const TRANSFER_TIMEOUT_S = 10;
 
 export async function runWrk(
-  lab: BenchLab,
+  lab: DpLab,
   mode: Mode,
   model: BenchModel,
   conn: Conn,
@@ -193,7 +197,7 @@ export async function runWrk(
 }
 
 /** S1-S3: per Service count, load every mode once, then alternate modes for each repetition. */
-export async function runDataPlane(lab: BenchLab, modes: Mode[], o: DpOptions, log: Progress): Promise<DpCell[]> {
+export async function runDataPlane(lab: DpLab, modes: Mode[], o: DpOptions, log: Progress): Promise<DpCell[]> {
   const cells: DpCell[] = [];
   const cellFor = (w: DpWant, m: Mode, targetIndex: number): DpCell => {
     let c = cells.find(
@@ -208,14 +212,7 @@ export async function runDataPlane(lab: BenchLab, modes: Mode[], o: DpOptions, l
   };
   const sizes = [...new Set(o.wants.map((w) => w.services))].sort((a, b) => a - b);
   for (const size of sizes) {
-    let model = buildModel({
-      services: size,
-      fillerEndpoints: o.fillerEndpoints,
-      targetBackends: targetBackends(lab, o.targetPods),
-      position: 'random',
-      seed: o.seed,
-      clusterCidr: CLUSTER_CIDR,
-    });
+    let model = o.model(size);
     const live = modes.filter((m) => !m.unavailable);
     const failed = new Map<ModeName, string>();
     for (const m of live) {
@@ -274,6 +271,12 @@ export async function runDataPlane(lab: BenchLab, modes: Mode[], o: DpOptions, l
                 }
                 const r = await runWrk(lab, m, model, w.conn, o, w.transfer);
                 cell.runs.push(r);
+                if (r.requests === 0) {
+                  // A stalled path finishes nothing within the run (wrk counts a
+                  // timeout only after --timeout): say so, do not show a quiet 0.
+                  cell.error = `no request completed in ${o.durationS} s (stalled?)`;
+                  cell.failedRuns = (cell.failedRuns ?? 0) + 1;
+                }
                 log(
                   `  ${w.scenario} n=${size} ${position} ${w.transfer ?? w.conn} ${m.name} #${rep + 1}: ${r.rps.toFixed(0)} req/s p50 ${r.percentilesMs['50']?.toFixed(3)} ms p99 ${r.percentilesMs['99']?.toFixed(3)} ms`,
                 );

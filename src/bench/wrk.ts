@@ -108,6 +108,7 @@ end
 
 /** S6's transfers: a GET of a static file, or a POST of a body nginx discards. */
 export type Transfer = 'get-1m' | 'get-10m' | 'post-1m';
+export const TRANSFER_NAMES: readonly Transfer[] = ['get-1m', 'get-10m', 'post-1m'];
 export const TRANSFERS: Record<Transfer, { path: string; bytes: number; upload: boolean }> = {
   'get-1m': { path: '/files/1m', bytes: 1 << 20, upload: false },
   'get-10m': { path: '/files/10m', bytes: 10 << 20, upload: false },
