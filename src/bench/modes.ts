@@ -109,14 +109,26 @@ abstract class ViaVip {
   }
 }
 
-class Iptables extends ViaVip implements Mode {
-  readonly name = 'iptables';
-  private file(tag: string) {
-    return join(this.lab.dir, `iptables-${tag}.rules`);
-  }
-  async restore(tag: string, text: string, noflush: boolean): Promise<void> {
-    await writeFile(this.file(tag), text);
-    await inNode(this.lab, 'iptables-restore', [...(noflush ? ['--noflush'] : []), this.file(tag)]);
+/** Where a kube-proxy ruleset is loaded: a node namespace, a scratch directory, and its conntrack. */
+export interface RulesetHost {
+  readonly dir: string;
+  readonly netns: string;
+  flushConntrack(): Promise<void>;
+}
+
+/**
+ * kube-proxy's iptables rules in a node namespace, loaded once and switched
+ * on and off by their hook rules (the ClusterIP mode and S7's NodePort mode).
+ */
+export class IptablesRuleset {
+  constructor(
+    private readonly host: RulesetHost,
+    private readonly prefix: string,
+  ) {}
+  private async restore(tag: string, text: string, noflush: boolean): Promise<void> {
+    const f = join(this.host.dir, `${this.prefix}-${tag}.rules`);
+    await writeFile(f, text);
+    await run('ip', ['netns', 'exec', this.host.netns, 'iptables-restore', ...(noflush ? ['--noflush'] : []), f], { timeoutMs: 600_000 });
   }
   async load(m: BenchModel): Promise<void> {
     await this.restore('full', renderIptables(m), false);
@@ -129,11 +141,57 @@ class Iptables extends ViaVip implements Mode {
   }
   async deactivate(): Promise<void> {
     await this.restore('hooks-off', iptablesHooks('-D'), true);
-    await this.lab.flushConntrack();
+    await this.host.flushConntrack();
   }
   async unload(): Promise<void> {
     await this.restore('empty', '*filter\nCOMMIT\n*nat\nCOMMIT\n', false);
   }
+}
+
+/** kube-proxy's nftables table in a node namespace, switched by filling or emptying its base chains. */
+export class NftablesRuleset {
+  private loaded = false;
+  constructor(
+    private readonly host: RulesetHost,
+    private readonly prefix: string,
+  ) {}
+  private async nft(args: string[]): Promise<void> {
+    await run('ip', ['netns', 'exec', this.host.netns, 'nft', ...args], { timeoutMs: 600_000 });
+  }
+  private async file(tag: string, text: string): Promise<void> {
+    const f = join(this.host.dir, `${this.prefix}-${tag}.nft`);
+    await writeFile(f, text);
+    await this.nft(['-f', f]);
+  }
+  async load(m: BenchModel): Promise<void> {
+    await this.file('full', renderNftables(m));
+    this.loaded = true;
+  }
+  /** A verdict map has no order: moving the target changes nothing. */
+  async reorder(): Promise<void> {}
+  async activate(): Promise<void> {
+    await this.file('hooks-on', nftHooks('on'));
+  }
+  async deactivate(): Promise<void> {
+    await this.file('hooks-off', nftHooks('off'));
+    await this.host.flushConntrack();
+  }
+  async unload(): Promise<void> {
+    if (this.loaded) await this.nft(['delete', 'table', 'ip', NFT_TABLE]);
+    this.loaded = false;
+  }
+}
+
+const nodeHost = (lab: BenchLab): RulesetHost => ({ dir: lab.dir, netns: lab.nodeNs, flushConntrack: () => lab.flushConntrack() });
+
+class Iptables extends ViaVip implements Mode {
+  readonly name = 'iptables';
+  private readonly rules = new IptablesRuleset(nodeHost(this.lab), 'iptables');
+  load = (m: BenchModel) => this.rules.load(m);
+  reorder = (m: BenchModel) => this.rules.reorder(m);
+  activate = () => this.rules.activate();
+  deactivate = () => this.rules.deactivate();
+  unload = () => this.rules.unload();
   cgroup(): string {
     return this.lab.cgClient;
   }
@@ -141,29 +199,12 @@ class Iptables extends ViaVip implements Mode {
 
 class Nftables extends ViaVip implements Mode {
   readonly name = 'nftables';
-  private loaded = false;
-  private async nft(tag: string, text: string): Promise<void> {
-    const f = join(this.lab.dir, `nft-${tag}.nft`);
-    await writeFile(f, text);
-    await inNode(this.lab, 'nft', ['-f', f]);
-  }
-  async load(m: BenchModel): Promise<void> {
-    await this.nft('full', renderNftables(m));
-    this.loaded = true;
-  }
-  /** A verdict map has no order: moving the target changes nothing. */
-  async reorder(): Promise<void> {}
-  async activate(): Promise<void> {
-    await this.nft('hooks-on', nftHooks('on'));
-  }
-  async deactivate(): Promise<void> {
-    await this.nft('hooks-off', nftHooks('off'));
-    await this.lab.flushConntrack();
-  }
-  async unload(): Promise<void> {
-    if (this.loaded) await inNode(this.lab, 'nft', ['delete', 'table', 'ip', NFT_TABLE]);
-    this.loaded = false;
-  }
+  private readonly rules = new NftablesRuleset(nodeHost(this.lab), 'nft');
+  load = (m: BenchModel) => this.rules.load(m);
+  reorder = () => this.rules.reorder();
+  activate = () => this.rules.activate();
+  deactivate = () => this.rules.deactivate();
+  unload = () => this.rules.unload();
   cgroup(): string {
     return this.lab.cgClient;
   }

@@ -22,11 +22,9 @@ import { join } from 'node:path';
 import { run } from '../lab/exec.js';
 import { Lab, LAB_CLUSTER_CIDR, type LabNode } from '../lab/cluster.js';
 import { removeCgroup } from '../util/cgroup.js';
-import { renderIptables, iptablesHooks } from './iptables.js';
 import type { CpuPlan } from './lab.js';
 import { buildModel, manifestJson, targetOf, type BenchModel } from './model.js';
-import { mapSizeArgs, writeAtomic, type Mode, type NodePortModeName } from './modes.js';
-import { NFT_TABLE, nftHooks, renderNftables } from './nftables.js';
+import { IptablesRuleset, mapSizeArgs, NftablesRuleset, writeAtomic, type Mode, type NodePortModeName, type RulesetHost } from './modes.js';
 import { startNginx, type NginxHandle } from './nginx.js';
 
 export const NODE_PORT = 30080;
@@ -52,6 +50,18 @@ export class NodePortLab {
 
   get n1(): LabNode {
     return this.lab.nodes[0]!;
+  }
+
+  /** kube-proxy's rulesets go into the ingress node; conntrack is flushed in both. */
+  get ingressHost(): RulesetHost {
+    const np = this;
+    return {
+      get dir() {
+        return np.dir;
+      },
+      netns: this.n1.netns,
+      flushConntrack: () => this.flushConntrack(),
+    };
   }
 
   /** The target's backends: the pod on the ingress node and the pod on the other node. */
@@ -142,56 +152,22 @@ class NpDirect extends NodePortMode implements Mode {
   }
 }
 
-/** In the ingress node's namespace. */
-async function inN1(np: NodePortLab, cmd: string, args: string[]): Promise<void> {
-  await run('ip', ['netns', 'exec', np.n1.netns, cmd, ...args], { timeoutMs: 600_000 });
-}
-
 class NpIptables extends NodePortMode implements Mode {
   readonly name = 'np-iptables';
-  private async restore(tag: string, text: string, noflush: boolean): Promise<void> {
-    const f = join(this.np.dir, `np-iptables-${tag}.rules`);
-    await writeAtomic(f, text);
-    await inN1(this.np, 'iptables-restore', [...(noflush ? ['--noflush'] : []), f]);
-  }
-  async load(m: BenchModel): Promise<void> {
-    await this.restore('full', renderIptables(m), false);
-  }
-  async activate(): Promise<void> {
-    await this.restore('on', iptablesHooks('-A'), true);
-  }
-  async deactivate(): Promise<void> {
-    await this.restore('off', iptablesHooks('-D'), true);
-    await this.np.flushConntrack();
-  }
-  async unload(): Promise<void> {
-    await this.restore('empty', '*filter\nCOMMIT\n*nat\nCOMMIT\n', false);
-  }
+  private readonly rules = new IptablesRuleset(this.np.ingressHost, 'np-iptables');
+  load = (m: BenchModel) => this.rules.load(m);
+  activate = () => this.rules.activate();
+  deactivate = () => this.rules.deactivate();
+  unload = () => this.rules.unload();
 }
 
 class NpNftables extends NodePortMode implements Mode {
   readonly name = 'np-nftables';
-  private loaded = false;
-  private async nft(tag: string, text: string): Promise<void> {
-    const f = join(this.np.dir, `np-nft-${tag}.nft`);
-    await writeAtomic(f, text);
-    await inN1(this.np, 'nft', ['-f', f]);
-  }
-  async load(m: BenchModel): Promise<void> {
-    await this.nft('full', renderNftables(m));
-    this.loaded = true;
-  }
-  async activate(): Promise<void> {
-    await this.nft('on', nftHooks('on'));
-  }
-  async deactivate(): Promise<void> {
-    await this.nft('off', nftHooks('off'));
-    await this.np.flushConntrack();
-  }
-  async unload(): Promise<void> {
-    if (this.loaded) await inN1(this.np, 'nft', ['delete', 'table', 'ip', NFT_TABLE]);
-    this.loaded = false;
-  }
+  private readonly rules = new NftablesRuleset(this.np.ingressHost, 'np-nft');
+  load = (m: BenchModel) => this.rules.load(m);
+  activate = () => this.rules.activate();
+  deactivate = () => this.rules.deactivate();
+  unload = () => this.rules.unload();
 }
 
 /**

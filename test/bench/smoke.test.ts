@@ -16,29 +16,32 @@ import { run } from '../../src/lab/exec.js';
 import { cgroup2Mount } from '../../src/util/cgroup.js';
 import { requireRoot } from '../helpers/privileged.js';
 
+/** The smallest run: one Service, one short repetition; the test names what it measures. */
+function benchArgs(out: string, o: Partial<BenchArgs> & Pick<BenchArgs, 'scenarios' | 'modes' | 'nodeport-modes'>): BenchArgs {
+  return {
+    services: '1',
+    'include-50k': false,
+    duration: 1,
+    repeat: 1,
+    connections: 6,
+    'filler-endpoints': 2,
+    's4-endpoints': 10,
+    's4-repeat': 1,
+    's5-changes': 1,
+    's8-connects': 10,
+    's9-services': 1000,
+    's9-endpoints': 10,
+    seed: 1,
+    out,
+    ...o,
+  };
+}
+
 test('smoke: S1 with every mode carries traffic to every backend, and cleans up', async (t) => {
   if (!requireRoot(t)) return;
   const out = await mkdtemp(join(tmpdir(), 'kpr-bench-smoke-'));
   try {
-    const args: BenchArgs = {
-      scenarios: 'S1',
-      services: '1',
-      'include-50k': false,
-      modes: MODE_NAMES.join(','),
-      'nodeport-modes': '',
-      duration: 1,
-      repeat: 1,
-      connections: 6,
-      'filler-endpoints': 2,
-      's4-endpoints': 10,
-      's4-repeat': 1,
-      's5-changes': 1,
-      's8-connects': 10,
-      's9-services': 1000,
-      's9-endpoints': 10,
-      seed: 1,
-      out,
-    };
+    const args = benchArgs(out, { scenarios: 'S1', modes: MODE_NAMES.join(','), 'nodeport-modes': '' });
     const res = await runBench(parseBenchArgs(args), () => {});
     const id = `kb${process.pid % 100000}`;
     assert.equal(res.dp.length, MODE_NAMES.length * 2, 'keep-alive and close for every mode');
@@ -81,25 +84,13 @@ test('smoke: S6, S7, S8 and S9 at tiny size carry traffic, record every figure, 
   if (!requireRoot(t)) return;
   const out = await mkdtemp(join(tmpdir(), 'kpr-bench-smoke-'));
   try {
-    const args: BenchArgs = {
+    const args = benchArgs(out, {
       scenarios: 'S6,S7,S8,S9',
-      services: '1',
-      'include-50k': false,
       modes: 'direct,kpr-ct',
       'nodeport-modes': 'np-direct,np-iptables,kpr-snat,kpr-dsr',
-      duration: 1,
-      repeat: 1,
-      connections: 6,
-      'filler-endpoints': 2,
-      's4-endpoints': 10,
-      's4-repeat': 1,
-      's5-changes': 1,
       's8-connects': 10,
       's9-services': 200,
-      's9-endpoints': 10,
-      seed: 1,
-      out,
-    };
+    });
     const res = await runBench(parseBenchArgs(args), () => {});
     const cells = (sc: string) => res.dp.filter((c) => c.scenario === sc);
     // S6: three transfers for each ClusterIP and NodePort mode.
