@@ -53,6 +53,8 @@ export interface Mode {
   clientNs(): string;
   /** Backends a client of this mode must reach. */
   expectedPods(model: BenchModel): string[];
+  /** What to add to a failed check's report (e.g. the end of kpr's log). */
+  diagnose?(): Promise<string>;
 }
 
 const podsOf = (lab: BenchLab, s: BenchService) =>

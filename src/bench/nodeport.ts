@@ -104,13 +104,16 @@ export class NodePortLab {
     for (const node of this.lab.nodes) await run('ip', ['netns', 'exec', node.netns, 'conntrack', '-F'], { allowFail: true });
   }
 
+  /** Stop kpr and remove its tc programs and pins on every node; a failed cleanup is reported (the next mode would pass through stale state). */
   async stopKpr(): Promise<void> {
+    const failed: string[] = [];
     for (const node of this.kprNodes) {
       await this.lab.stopKpr(node);
       // kpr's tc filters and pins outlive it: `kpr cleanup` inside the node.
-      await this.lab.kprCli(node, ['cleanup', '--pin-path', node.pinPath]).catch(() => undefined);
+      await this.lab.kprCli(node, ['cleanup', '--pin-path', node.pinPath]).catch((err: Error) => failed.push(`${node.name}: ${err.message.slice(-300)}`));
     }
     this.kprNodes.clear();
+    if (failed.length) throw new Error(`kpr cleanup failed: ${failed.join('; ')}`);
   }
 
   async destroy(): Promise<void> {
@@ -201,6 +204,15 @@ class KprNodePort extends NodePortMode implements Mode {
   async deactivate(): Promise<void> {
     await this.np.stopKpr();
     await this.np.flushConntrack();
+  }
+  /** The last lines of each node's kpr log: why a NodePort mode did not carry the check. */
+  async diagnose(): Promise<string> {
+    const out: string[] = [];
+    for (const node of this.np.lab.nodes) {
+      const lines = (await this.np.lab.kprLog(node)).trimEnd().split('\n').slice(-5);
+      out.push(`kpr on ${node.name}:`, ...lines.map((l) => `  ${l.slice(0, 300)}`));
+    }
+    return out.join('\n');
   }
   async unload(): Promise<void> {
     await this.deactivate();

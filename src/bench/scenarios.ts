@@ -253,7 +253,8 @@ export async function runDataPlane(lab: DpLab, modes: Mode[], o: DpOptions, log:
               const c = await checkMode(lab, m, model);
               for (const w of wants) cellFor(w, m, model.targetIndex).check = c;
               if (!c.passed) {
-                const why = `check failed: ${JSON.stringify({ pods: c.pods, errors: c.errors, expected: c.expected })}`;
+                const more = m.diagnose ? await m.diagnose().catch((err: Error) => `(no diagnosis: ${err.message})`) : '';
+                const why = `check failed: ${JSON.stringify({ pods: c.pods, errors: c.errors, expected: c.expected })}${more ? `\n${more}` : ''}`;
                 failed.set(m.name, why);
                 for (const w of wants) cellFor(w, m, model.targetIndex).error = why;
                 log(`  ${m.name}: ${why}`);
