@@ -47,6 +47,13 @@ export function nftServiceChain(ns: string, name: string, portName: string, prot
   return `service-${hashPrefix(spn + proto, 8)}-${ns}/${name}/${proto}/${portName}`;
 }
 
+/** The chain NodePort (and external IP) traffic enters before the service chain: masquerade, then the service. */
+export function nftExternalChain(ns: string, name: string, portName: string, protocol: string): string {
+  const spn = `${ns}/${name}:${portName}`;
+  const proto = protocol.toLowerCase();
+  return `external-${hashPrefix(spn + proto, 8)}-${ns}/${name}/${proto}/${portName}`;
+}
+
 export function nftEndpointChain(ns: string, name: string, portName: string, protocol: string, ip: string, port: number): string {
   const spn = `${ns}/${name}:${portName}`;
   const proto = protocol.toLowerCase();

@@ -4,18 +4,21 @@
  * this command creates and removes. See docs in README "Benchmark".
  */
 import { mkdir, writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { run } from '../lab/exec.js';
 import { repoRoot } from '../util/paths.js';
-import { BenchLab, cpuPlan, withLab } from './lab.js';
-import { createModes, MODE_NAMES, type ModeName } from './modes.js';
+import { BenchLab, CLUSTER_CIDR, cpuPlan, withLab } from './lab.js';
+import { createModes, MODE_NAMES, NODEPORT_MODE_NAMES, type ModeName, type NodePortModeName } from './modes.js';
+import { buildModel } from './model.js';
+import { NodePortLab, createNodePortModes } from './nodeport.js';
+import { TRANSFER_NAMES } from './wrk.js';
 import type { Position } from './model.js';
 import { charts, markdown } from './report.js';
-import { runControlPlane, runDataPlane, runS5, type Conn, type CpCell, type DpCell, type DpOptions, type S5Result } from './scenarios.js';
+import { runControlPlane, runDataPlane, runS5, runS9, targetBackends, type Conn, type CpCell, type DpCell, type DpOptions, type S5Result } from './scenarios.js';
 
-export const SCENARIOS = ['S1', 'S2', 'S3', 'S4', 'S5'] as const;
+export const SCENARIOS = ['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'S8', 'S9'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface BenchArgs {
@@ -23,6 +26,7 @@ export interface BenchArgs {
   services: string;
   'include-50k': boolean;
   modes: string;
+  'nodeport-modes': string;
   duration: number;
   repeat: number;
   connections: number;
@@ -31,6 +35,9 @@ export interface BenchArgs {
   's4-repeat': number;
   's5-services'?: number | undefined;
   's5-changes': number;
+  's8-connects': number;
+  's9-services': number;
+  's9-endpoints': number;
   seed: number;
   out: string;
 }
@@ -39,6 +46,7 @@ export interface BenchOptions {
   scenarios: Scenario[];
   sizes: number[];
   modes: ModeName[];
+  nodePortModes: NodePortModeName[];
   durationS: number;
   repeat: number;
   connections: number;
@@ -47,6 +55,9 @@ export interface BenchOptions {
   s4Repeat: number;
   s5Services: number;
   s5Changes: number;
+  s8Connects: number;
+  s9Services: number;
+  s9Endpoints: number;
   seed: number;
   out: string;
 }
@@ -68,8 +79,11 @@ export function parseBenchArgs(a: BenchArgs): BenchOptions {
   });
   if (a['include-50k'] && !sizes.includes(50_000)) sizes.push(50_000);
   sizes.sort((x, y) => x - y);
+  if (a['s9-services'] > 130_000) throw new Error('--s9-services: at most 130000 (the VIP range 198.18.0.0/15)');
   const modes = list(a.modes);
   for (const m of modes) if (!(MODE_NAMES as readonly string[]).includes(m)) throw new Error(`unknown mode ${m} (choose from ${MODE_NAMES.join(',')})`);
+  const npModes = list(a['nodeport-modes']);
+  for (const m of npModes) if (!(NODEPORT_MODE_NAMES as readonly string[]).includes(m)) throw new Error(`unknown NodePort mode ${m} (choose from ${NODEPORT_MODE_NAMES.join(',')})`);
   const pos = (name: string, v: number, min = 1) => {
     if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be >= ${min}`);
     return v;
@@ -78,6 +92,7 @@ export function parseBenchArgs(a: BenchArgs): BenchOptions {
     scenarios: scenarios as Scenario[],
     sizes,
     modes: modes as ModeName[],
+    nodePortModes: npModes as NodePortModeName[],
     durationS: pos('duration', a.duration),
     repeat: pos('repeat', a.repeat),
     connections: pos('connections', a.connections),
@@ -86,12 +101,19 @@ export function parseBenchArgs(a: BenchArgs): BenchOptions {
     s4Repeat: pos('s4-repeat', a['s4-repeat']),
     s5Services: a['s5-services'] ?? (sizes.includes(10_000) ? 10_000 : Math.max(...sizes)),
     s5Changes: pos('s5-changes', a['s5-changes']),
+    s8Connects: pos('s8-connects', a['s8-connects']),
+    s9Services: pos('s9-services', a['s9-services']),
+    s9Endpoints: pos('s9-endpoints', a['s9-endpoints']),
     seed: a.seed,
     out: a.out,
   };
 }
 
-/** What S1-S3 measure. S2/S3 at one Service are S1's measurements (copied after the run) when S1 runs too. */
+/**
+ * What S1-S3, S6 and S8 measure. S2/S3 at one Service are S1's measurements
+ * (copied after the run) when S1 runs too. S6 runs at one Service (the
+ * transfer cost is per packet, not per Service); S8 at every --services count.
+ */
 export function dataPlaneWants(o: Pick<BenchOptions, 'scenarios' | 'sizes'>): DpOptions['wants'] {
   const w: DpOptions['wants'] = [];
   const has = (s: Scenario) => o.scenarios.includes(s);
@@ -106,6 +128,21 @@ export function dataPlaneWants(o: Pick<BenchOptions, 'scenarios' | 'sizes'>): Dp
       if (n > 1) w.push({ scenario: 'S2', services: n, position: 'worst', conn: 'close' });
     }
     if (has('S3')) w.push({ scenario: 'S3', services: n, position: 'random', conn: 'keepalive' });
+  }
+  if (has('S6')) for (const transfer of TRANSFER_NAMES) w.push({ scenario: 'S6', services: 1, position: 'random', conn: 'keepalive', transfer });
+  if (has('S8')) for (const n of o.sizes) w.push({ scenario: 'S8', services: n, position: 'random', conn: 'close' });
+  return w;
+}
+
+/** S7 (new connections/s and 10 MiB transfers per Service count) and S6's NodePort rows, on the two-node lab. */
+export function nodePortWants(o: Pick<BenchOptions, 'scenarios' | 'sizes'>): DpOptions['wants'] {
+  const w: DpOptions['wants'] = [];
+  if (o.scenarios.includes('S6')) for (const transfer of TRANSFER_NAMES) w.push({ scenario: 'S6', services: 1, position: 'random', conn: 'keepalive', transfer });
+  if (o.scenarios.includes('S7')) {
+    for (const n of o.sizes) {
+      w.push({ scenario: 'S7', services: n, position: 'random', conn: 'close' });
+      w.push({ scenario: 'S7', services: n, position: 'random', conn: 'keepalive', transfer: 'get-10m' });
+    }
   }
   return w;
 }
@@ -142,6 +179,8 @@ export interface BenchResults {
   dp: DpCell[];
   cp: CpCell[];
   s5: S5Result[];
+  /** S9: kpr's controller at 100k-Service scale (S4's cells) */
+  s9: CpCell[];
 }
 
 export async function runBench(o: BenchOptions, log: (m: string) => void = (m) => process.stderr.write(`${m}\n`)): Promise<BenchResults> {
@@ -151,6 +190,7 @@ export async function runBench(o: BenchOptions, log: (m: string) => void = (m) =
   const res: BenchResults = {
     meta: {
       started: started.toISOString(),
+      load: { start: loadavg() },
       machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryMB: Math.round(totalmem() / 2 ** 20) },
       versions: await versions(),
       options: o,
@@ -163,11 +203,15 @@ export async function runBench(o: BenchOptions, log: (m: string) => void = (m) =
         s4kpr: 'kpr: a child process running ManifestSource -> ObjectStore -> Controller -> Reconciler against real pinned maps (no hooks); wall/CPU from the process itself, peak RSS = its maxRSS',
         s4baselines: 'iptables-restore / nft -f of pre-rendered input in a fresh namespace; wall from spawn to exit, CPU and peak RSS from GNU time (10 ms CPU resolution); rule generation by kube-proxy itself is not counted',
         s5: 'kpr on a manifest directory; the target Service file is rewritten (rename) to add a spare backend; a probe in the kpr cgroup reconnects until that backend answers; latency = probe success - moment before the rename',
+        s6: `wrk -t3 -c6 keep-alive, --timeout 10s, against static files on the backends' nginx (sendfile): GET 1 MiB, GET 10 MiB, and POST of a 1 MiB body to a location that discards it (wrk Lua sets wrk.method/wrk.body); Gbit/s = bytes read/s × 8 for GETs, requests/s × body × 8 for POSTs`,
+        s8: `node probe (httpprobe latency), ${o.s8Connects} sequential connections per repetition, each from just before connect() to the first response byte; pinned to CPU ${lab.cpus.client}; p50/p99 over all samples of all repetitions`,
+        s9: `kprsync (as S4) at ${o.s9Services} Services × ${o.s9Endpoints} endpoints, maps sized for it (nat_fe/svc_meta ≥ 1.25 × Services, nat_be ≥ 1.25 × backends); the load average at start and end is in meta.load`,
       },
     },
     dp: [],
     cp: [],
     s5: [],
+    s9: [],
   };
   await withLab(lab, async () => {
     log(`kpr bench: lab ${id} up (node ns ${lab.nodeNs})`);
@@ -175,11 +219,19 @@ export async function runBench(o: BenchOptions, log: (m: string) => void = (m) =
     for (const m of modes) if (m.unavailable) log(`  mode ${m.name}: unavailable: ${m.unavailable}`);
     const wants = dataPlaneWants(o);
     if (wants.length) {
-      log('data plane (S1-S3)');
+      log('data plane (S1-S3, S6, S8)');
       res.dp = await runDataPlane(
         lab,
         modes,
-        { sizes: o.sizes, wants, durationS: o.durationS, repeat: o.repeat, connections: o.connections, fillerEndpoints: o.fillerEndpoints, targetPods: 3, seed: o.seed },
+        {
+          wants,
+          durationS: o.durationS,
+          repeat: o.repeat,
+          connections: o.connections,
+          latencyConnects: o.s8Connects,
+          model: (services) =>
+            buildModel({ services, fillerEndpoints: o.fillerEndpoints, targetBackends: targetBackends(lab, 3), position: 'random', seed: o.seed, clusterCidr: CLUSTER_CIDR }),
+        },
         log,
       );
       // S2/S3 at one Service are S1's cells.
@@ -190,6 +242,25 @@ export async function runBench(o: BenchOptions, log: (m: string) => void = (m) =
         }
         const order = (c: DpCell) => `${c.scenario}|${String(c.services).padStart(6, '0')}|${c.position}|${c.conn}|${o.modes.indexOf(c.mode)}`;
         res.dp.sort((a, b) => order(a).localeCompare(order(b)));
+      }
+    }
+    const npWants = nodePortWants(o);
+    if (npWants.length && o.nodePortModes.length) {
+      log('NodePort from an external client (S7, S6 NodePort rows), two-node lab');
+      const np = new NodePortLab(`np${process.pid % 100000}`, lab.cpus);
+      lab.extraLabs.add(np);
+      try {
+        await np.setup();
+        const cells = await runDataPlane(
+          np,
+          createNodePortModes(np, o.nodePortModes),
+          { wants: npWants, durationS: o.durationS, repeat: o.repeat, connections: o.connections, model: (n) => np.model(n, o.fillerEndpoints, o.seed) },
+          log,
+        );
+        res.dp.push(...cells);
+      } finally {
+        lab.extraLabs.delete(np);
+        await np.destroy();
       }
     }
     if (o.scenarios.includes('S4')) {
@@ -203,8 +274,13 @@ export async function runBench(o: BenchOptions, log: (m: string) => void = (m) =
         res.s5.push(await runS5(lab, m, { services: o.s5Services, changes: o.s5Changes, fillerEndpoints: o.fillerEndpoints, seed: o.seed, timeoutMs: 10_000 }, log));
       }
     }
+    if (o.scenarios.includes('S9')) {
+      log('control-plane scale (S9)');
+      res.s9 = await runS9(lab, { services: o.s9Services, endpoints: o.s9Endpoints, repeat: o.s4Repeat }, log);
+    }
   });
   res.meta.finished = new Date().toISOString();
+  res.meta.load = { start: (res.meta.load as { start: number[] } | undefined)?.start, end: loadavg() };
   res.meta.elapsedS = Math.round((Date.now() - started.getTime()) / 1000);
   return res;
 }
@@ -223,10 +299,15 @@ export const benchCommand: CommandModule<{}, BenchArgs> = {
   describe: 'benchmark kpr against kube-proxy iptables/nftables modes and direct pod access (wrk, netns lab)',
   builder: (y: Argv<{}>) =>
     y.options({
-      scenarios: { type: 'string', default: 'S1,S2,S3,S4,S5', describe: 'scenarios to run (S1..S5)' },
+      scenarios: { type: 'string', default: 'S1,S2,S3,S4,S5', describe: `scenarios to run (${SCENARIOS.join(',')})` },
       services: { type: 'string', default: '1,1000,10000', describe: 'Service counts for S2/S3 (S4 uses those >= 1000)' },
       'include-50k': { type: 'boolean', default: false, describe: 'add 50000 Services (slow: minutes per baseline load)' },
       modes: { type: 'string', default: MODE_NAMES.join(','), describe: `modes (${MODE_NAMES.join(',')})` },
+      'nodeport-modes': {
+        type: 'string',
+        default: NODEPORT_MODE_NAMES.join(','),
+        describe: `S7's and S6's NodePort modes on the two-node lab (${NODEPORT_MODE_NAMES.join(',')})`,
+      },
       duration: { type: 'number', default: 3, describe: 'seconds per wrk run' },
       repeat: { type: 'number', default: 2, describe: 'repetitions (modes alternate within each)' },
       connections: { type: 'number', default: 30, describe: 'wrk connections (over 3 threads)' },
@@ -235,6 +316,9 @@ export const benchCommand: CommandModule<{}, BenchArgs> = {
       's4-repeat': { type: 'number', default: 1, describe: 'repetitions of S4 (each kpr run also repeats its incremental changes 3 times)' },
       's5-services': { type: 'number', describe: 'Services present during S5 (default 10000 if measured, else the largest count)' },
       's5-changes': { type: 'number', default: 20, describe: 'backend changes measured in S5' },
+      's8-connects': { type: 'number', default: 500, describe: 'sequential connections per mode and repetition in S8' },
+      's9-services': { type: 'number', default: 100_000, describe: 'Services in S9 (control-plane scale)' },
+      's9-endpoints': { type: 'number', default: 10, describe: 'endpoints per Service in S9' },
       seed: { type: 'number', default: 1, describe: "seed for the target's random position" },
       out: { type: 'string', default: 'bench-results', describe: 'output directory (results.md, results.json, S*.svg)' },
     }) as unknown as Argv<BenchArgs>,

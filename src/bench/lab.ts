@@ -52,6 +52,8 @@ export class BenchLab {
   private clientCreated = false;
   /** Namespaces scenarios create for a while (S4's), removed here too if a signal cuts them short. */
   readonly extraNetns = new Set<string>();
+  /** Other labs a scenario builds for a while (S7's two-node lab): torn down here too on a signal. */
+  readonly extraLabs = new Set<{ destroy(): Promise<void> }>();
 
   constructor(
     readonly id: string,
@@ -154,6 +156,7 @@ export class BenchLab {
     this.destroyed = true;
     const t = new Teardown();
     const step = (fn: () => Promise<unknown>) => t.step(fn);
+    for (const l of this.extraLabs) await step(() => l.destroy());
     for (const k of this.kprs) await step(() => k.stop());
     for (const p of this.pinPaths) await step(() => cleanup(p));
     for (const n of this.nginx) await step(() => n.stop());

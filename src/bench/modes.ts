@@ -16,14 +16,23 @@ import { manifestJson, targetOf, type BenchModel, type BenchService } from './mo
 import { NFT_TABLE, nftHooks, renderNftables } from './nftables.js';
 
 export const MODE_NAMES = ['direct', 'iptables', 'nftables', 'kpr-ct', 'direct-pod', 'kpr-tc'] as const;
+/** S7's modes (and S6's NodePort rows), on the two-node lab: see nodeport.ts. */
+export const NODEPORT_MODE_NAMES = ['np-direct', 'np-iptables', 'np-nftables', 'kpr-snat', 'kpr-dsr'] as const;
+export type NodePortModeName = (typeof NODEPORT_MODE_NAMES)[number];
 
 /**
  * The no-translation reference of each mode: the same client position
  * talking straight to a pod. kpr-tc's client is a pod (tc NAT starts flows
  * on ingress only), so it compares with direct-pod.
  */
-export const DIRECT_REF: Record<string, string> = { 'kpr-tc': 'direct-pod', 'direct-pod': 'direct-pod' };
-export type ModeName = (typeof MODE_NAMES)[number];
+export const DIRECT_REF: Record<string, string> = {
+  'kpr-tc': 'direct-pod',
+  'direct-pod': 'direct-pod',
+  ...Object.fromEntries(NODEPORT_MODE_NAMES.map((n) => [n, 'np-direct'])),
+};
+/** The kube-proxy iptables run each mode is compared with. */
+export const IPTABLES_REF: Record<string, string> = Object.fromEntries(NODEPORT_MODE_NAMES.map((n) => [n, 'np-iptables']));
+export type ModeName = (typeof MODE_NAMES)[number] | NodePortModeName;
 
 export interface Mode {
   readonly name: ModeName;
@@ -44,6 +53,8 @@ export interface Mode {
   clientNs(): string;
   /** Backends a client of this mode must reach. */
   expectedPods(model: BenchModel): string[];
+  /** What to add to a failed check's report (e.g. the end of kpr's log). */
+  diagnose?(): Promise<string>;
 }
 
 const podsOf = (lab: BenchLab, s: BenchService) =>
@@ -100,14 +111,26 @@ abstract class ViaVip {
   }
 }
 
-class Iptables extends ViaVip implements Mode {
-  readonly name = 'iptables';
-  private file(tag: string) {
-    return join(this.lab.dir, `iptables-${tag}.rules`);
-  }
-  async restore(tag: string, text: string, noflush: boolean): Promise<void> {
-    await writeFile(this.file(tag), text);
-    await inNode(this.lab, 'iptables-restore', [...(noflush ? ['--noflush'] : []), this.file(tag)]);
+/** Where a kube-proxy ruleset is loaded: a node namespace, a scratch directory, and its conntrack. */
+export interface RulesetHost {
+  readonly dir: string;
+  readonly netns: string;
+  flushConntrack(): Promise<void>;
+}
+
+/**
+ * kube-proxy's iptables rules in a node namespace, loaded once and switched
+ * on and off by their hook rules (the ClusterIP mode and S7's NodePort mode).
+ */
+export class IptablesRuleset {
+  constructor(
+    private readonly host: RulesetHost,
+    private readonly prefix: string,
+  ) {}
+  private async restore(tag: string, text: string, noflush: boolean): Promise<void> {
+    const f = join(this.host.dir, `${this.prefix}-${tag}.rules`);
+    await writeFile(f, text);
+    await run('ip', ['netns', 'exec', this.host.netns, 'iptables-restore', ...(noflush ? ['--noflush'] : []), f], { timeoutMs: 600_000 });
   }
   async load(m: BenchModel): Promise<void> {
     await this.restore('full', renderIptables(m), false);
@@ -120,11 +143,57 @@ class Iptables extends ViaVip implements Mode {
   }
   async deactivate(): Promise<void> {
     await this.restore('hooks-off', iptablesHooks('-D'), true);
-    await this.lab.flushConntrack();
+    await this.host.flushConntrack();
   }
   async unload(): Promise<void> {
     await this.restore('empty', '*filter\nCOMMIT\n*nat\nCOMMIT\n', false);
   }
+}
+
+/** kube-proxy's nftables table in a node namespace, switched by filling or emptying its base chains. */
+export class NftablesRuleset {
+  private loaded = false;
+  constructor(
+    private readonly host: RulesetHost,
+    private readonly prefix: string,
+  ) {}
+  private async nft(args: string[]): Promise<void> {
+    await run('ip', ['netns', 'exec', this.host.netns, 'nft', ...args], { timeoutMs: 600_000 });
+  }
+  private async file(tag: string, text: string): Promise<void> {
+    const f = join(this.host.dir, `${this.prefix}-${tag}.nft`);
+    await writeFile(f, text);
+    await this.nft(['-f', f]);
+  }
+  async load(m: BenchModel): Promise<void> {
+    await this.file('full', renderNftables(m));
+    this.loaded = true;
+  }
+  /** A verdict map has no order: moving the target changes nothing. */
+  async reorder(): Promise<void> {}
+  async activate(): Promise<void> {
+    await this.file('hooks-on', nftHooks('on'));
+  }
+  async deactivate(): Promise<void> {
+    await this.file('hooks-off', nftHooks('off'));
+    await this.host.flushConntrack();
+  }
+  async unload(): Promise<void> {
+    if (this.loaded) await this.nft(['delete', 'table', 'ip', NFT_TABLE]);
+    this.loaded = false;
+  }
+}
+
+const nodeHost = (lab: BenchLab): RulesetHost => ({ dir: lab.dir, netns: lab.nodeNs, flushConntrack: () => lab.flushConntrack() });
+
+class Iptables extends ViaVip implements Mode {
+  readonly name = 'iptables';
+  private readonly rules = new IptablesRuleset(nodeHost(this.lab), 'iptables');
+  load = (m: BenchModel) => this.rules.load(m);
+  reorder = (m: BenchModel) => this.rules.reorder(m);
+  activate = () => this.rules.activate();
+  deactivate = () => this.rules.deactivate();
+  unload = () => this.rules.unload();
   cgroup(): string {
     return this.lab.cgClient;
   }
@@ -132,29 +201,12 @@ class Iptables extends ViaVip implements Mode {
 
 class Nftables extends ViaVip implements Mode {
   readonly name = 'nftables';
-  private loaded = false;
-  private async nft(tag: string, text: string): Promise<void> {
-    const f = join(this.lab.dir, `nft-${tag}.nft`);
-    await writeFile(f, text);
-    await inNode(this.lab, 'nft', ['-f', f]);
-  }
-  async load(m: BenchModel): Promise<void> {
-    await this.nft('full', renderNftables(m));
-    this.loaded = true;
-  }
-  /** A verdict map has no order: moving the target changes nothing. */
-  async reorder(): Promise<void> {}
-  async activate(): Promise<void> {
-    await this.nft('hooks-on', nftHooks('on'));
-  }
-  async deactivate(): Promise<void> {
-    await this.nft('hooks-off', nftHooks('off'));
-    await this.lab.flushConntrack();
-  }
-  async unload(): Promise<void> {
-    if (this.loaded) await inNode(this.lab, 'nft', ['delete', 'table', 'ip', NFT_TABLE]);
-    this.loaded = false;
-  }
+  private readonly rules = new NftablesRuleset(nodeHost(this.lab), 'nft');
+  load = (m: BenchModel) => this.rules.load(m);
+  reorder = () => this.rules.reorder();
+  activate = () => this.rules.activate();
+  deactivate = () => this.rules.deactivate();
+  unload = () => this.rules.unload();
   cgroup(): string {
     return this.lab.cgClient;
   }
@@ -177,7 +229,7 @@ export async function writeAtomic(path: string, text: string): Promise<void> {
   await rename(tmp, path);
 }
 
-function mapSizeArgs(m: BenchModel): string[] {
+export function mapSizeArgs(m: BenchModel): string[] {
   const backends = m.services.reduce((n, s) => n + s.backends.length, 0);
   const fe = Math.max(65536, Math.ceil(m.services.length * 1.25));
   const be = Math.max(262144, Math.ceil(backends * 1.25));

@@ -14,13 +14,17 @@
  * benchmark can switch the ruleset on and off without reloading it.
  */
 import type { BenchModel, BenchService } from './model.js';
-import { nftEndpointChain, nftServiceChain } from './chainnames.js';
+import { nftEndpointChain, nftExternalChain, nftServiceChain } from './chainnames.js';
 
 export const NFT_TABLE = 'kube-proxy';
 const T = `ip ${NFT_TABLE}`;
 
 function svcChainOf(s: BenchService): string {
   return nftServiceChain(s.namespace, s.name, s.portName, s.protocol);
+}
+
+function extChainOf(s: BenchService): string {
+  return nftExternalChain(s.namespace, s.name, s.portName, s.protocol);
 }
 
 function epChainOf(s: BenchService, b: { ip: string; port: number }): string {
@@ -70,6 +74,16 @@ function serviceChains(m: BenchModel, s: BenchService, out: string[]): void {
   out.push(`add rule ${T} ${svc} ip daddr ${s.vip} ${p} dport ${s.port} ip saddr != ${m.clusterCidr} jump mark-for-masquerade`);
   const arms = s.backends.map((b, i) => `${i} : goto ${epChainOf(s, b)}`).join(' , ');
   out.push(`add rule ${T} ${svc} numgen random mod ${s.backends.length} vmap { ${arms} }`);
+  if (s.nodePort) {
+    // kube-proxy (externalTrafficPolicy: Cluster): traffic from outside
+    // comes in through the external chain, which masquerades it so the
+    // reply from a backend on another node returns through this node.
+    const ext = extChainOf(s);
+    out.push(`add chain ${T} ${ext}`);
+    out.push(`flush chain ${T} ${ext}`);
+    out.push(`add rule ${T} ${ext} jump mark-for-masquerade comment "masquerade traffic from external sources"`);
+    out.push(`add rule ${T} ${ext} goto ${svc}`);
+  }
 }
 
 function elements(s: BenchService, out: string[], op: 'add' | 'delete' = 'add'): void {
@@ -79,7 +93,7 @@ function elements(s: BenchService, out: string[], op: 'add' | 'delete' = 'add'):
     return;
   }
   out.push(`${op} element ${T} service-ips { ${s.vip} . ${p} . ${s.port}${op === 'add' ? ` : goto ${svcChainOf(s)}` : ''} }`);
-  if (s.nodePort) out.push(`${op} element ${T} service-nodeports { ${p} . ${s.nodePort}${op === 'add' ? ` : goto ${svcChainOf(s)}` : ''} }`);
+  if (s.nodePort) out.push(`${op} element ${T} service-nodeports { ${p} . ${s.nodePort}${op === 'add' ? ` : goto ${extChainOf(s)}` : ''} }`);
 }
 
 /** A full sync: the whole table in one transaction (from empty, or replacing what is there). */

@@ -5,7 +5,8 @@
  * asserted).
  */
 import type { CpCell, DpCell, S5Result } from './scenarios.js';
-import { DIRECT_REF } from './modes.js';
+import { transferGbps, TRANSFERS, type Transfer } from './wrk.js';
+import { DIRECT_REF, IPTABLES_REF } from './modes.js';
 import { barChart, lineChart, type Series } from './svg.js';
 
 export function median(xs: number[]): number | null {
@@ -41,11 +42,14 @@ export function summarize(c: DpCell): DpSummary {
 }
 
 function peer(cells: DpCell[], c: DpCell, mode: string): DpCell | undefined {
-  return cells.find((x) => x.scenario === c.scenario && x.services === c.services && x.position === c.position && x.conn === c.conn && x.mode === mode);
+  return cells.find(
+    (x) => x.scenario === c.scenario && x.services === c.services && x.position === c.position && x.conn === c.conn && x.transfer === c.transfer && x.mode === mode,
+  );
 }
 
 export function ratio(cells: DpCell[], c: DpCell, mode: string): number | null {
   if (mode === 'direct') mode = DIRECT_REF[c.mode] ?? 'direct';
+  if (mode === 'iptables') mode = IPTABLES_REF[c.mode] ?? 'iptables';
   const a = summarize(c).rps;
   const p = peer(cells, c, mode);
   const b = p ? summarize(p).rps : null;
@@ -82,6 +86,101 @@ export function dpTable(cells: DpCell[], scenario: string): string {
     );
   }
   out.push('', '¹ kpr-tc and direct-pod run their client in a pod (tc NAT starts flows only on ingress); their "direct" is direct-pod. All other modes run it in the node namespace.');
+  return out.join('\n') + '\n';
+}
+
+/** S6: median payload Gbit/s of a transfer cell. */
+export function gbps(c: DpCell): number | null {
+  const t = c.transfer;
+  return t ? median(c.runs.map((r) => transferGbps(r, t))) : null;
+}
+
+export function s6Table(cells: DpCell[]): string {
+  const rows = cells.filter((c) => c.scenario === 'S6');
+  if (!rows.length) return '';
+  const out = ['| transfer | mode | Gbit/s (median) | transfers/s | p99 ms | × direct¹ | × iptables | errors |', '|---|---|---:|---:|---:|---:|---:|---:|'];
+  for (const c of rows) {
+    const st = status(c);
+    if (st) {
+      out.push(`| ${c.transfer} | ${c.mode} | ${st} | | | | | |`);
+      continue;
+    }
+    const s = summarize(c);
+    out.push(
+      `| ${c.transfer} | ${c.mode} | ${f(gbps(c), 2)} | ${f(s.rps, 1)} | ${f(s.p99, 1)} | ${fr(ratio(cells, c, 'direct'))} | ${fr(ratio(cells, c, 'iptables'))} | ${s.errors}${s.failedRuns ? ` (+${s.failedRuns} failed run${s.failedRuns > 1 ? 's' : ''})` : ''} |`,
+    );
+  }
+  out.push(
+    '',
+    '¹ as in S1: kpr-tc and direct-pod are against direct-pod. Errors include wrk timeouts (10 s per transfer): a path that stalls large packets shows here, not as a hang.',
+  );
+  return out.join('\n') + '\n';
+}
+
+/** S7: per Service count and mode, new connections/s and 10 MiB transfer Gbit/s from an external client. */
+export function s7Table(cells: DpCell[]): string {
+  const rows = cells.filter((c) => c.scenario === 'S7' && c.conn === 'close');
+  if (!rows.length) return '';
+  const out = [
+    '| Services | mode | new connections/s (median) | × np-iptables | p99 ms | 10 MiB Gbit/s | × np-direct | errors |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const c of rows) {
+    const tr = cells.find((x) => x.scenario === 'S7' && x.services === c.services && x.mode === c.mode && x.transfer);
+    const st = status(c);
+    if (st) {
+      out.push(`| ${c.services} | ${c.mode} | ${st} | | | | | |`);
+      continue;
+    }
+    const s = summarize(c);
+    const ts = tr && tr.runs.length ? summarize(tr) : null;
+    const errs = s.errors + (ts?.errors ?? 0) + s.failedRuns + (ts?.failedRuns ?? 0);
+    const trErr = tr?.error ? ` (transfer: ${tr.error.split('\n')[0]})` : '';
+    out.push(
+      `| ${c.services} | ${c.mode} | ${f(s.rps, 0)} | ${fr(ratio(cells, c, 'iptables'))} | ${f(s.p99, 2)} | ${tr ? f(gbps(tr), 2) : '–'} | ${tr ? fr(ratio(cells, tr, 'direct')) : '–'} | ${errs}${trErr} |`,
+    );
+  }
+  out.push(
+    '',
+    'Client in the external namespace, to the ingress node n1 on the NodePort; backends: one pod on n1, one on n2. np-direct: the client to the pod IPs through their own nodes, no translation. 10 MiB: keep-alive GETs, wrk timeout 10 s.',
+  );
+  return out.join('\n') + '\n';
+}
+
+/** S8: every sample of a cell, all repetitions together. */
+export function latencySamples(c: DpCell): number[] {
+  return (c.latency ?? []).flatMap((r) => r.samplesMs);
+}
+
+function latencyErrors(c: DpCell): number {
+  return (c.latency ?? []).reduce((n, r) => n + Object.values(r.errors).reduce((a, b) => a + b, 0), 0);
+}
+
+/** S8: a mode's p99 at n Services over its p99 at one Service. */
+export function p99Growth(cells: DpCell[], mode: string, n: number): number | null {
+  const at = (k: number) => cells.find((c) => c.scenario === 'S8' && c.mode === mode && c.services === k);
+  const a = at(n);
+  const b = at(1);
+  const pa = a ? percentile(latencySamples(a), 99) : null;
+  const pb = b ? percentile(latencySamples(b), 99) : null;
+  return pa !== null && pb ? pa / pb : null;
+}
+
+export function s8Table(cells: DpCell[]): string {
+  const rows = cells.filter((c) => c.scenario === 'S8');
+  if (!rows.length) return '';
+  const out = ['| Services | mode | connections | p50 ms | p99 ms | p99 × own p99 at 1 Service | errors |', '|---:|---|---:|---:|---:|---:|---:|'];
+  for (const c of rows) {
+    const st = status(c);
+    if (st && !c.latency?.length) {
+      out.push(`| ${c.services} | ${c.mode} | ${st} | | | | |`);
+      continue;
+    }
+    const xs = latencySamples(c);
+    out.push(
+      `| ${c.services} | ${c.mode} | ${xs.length} | ${f(percentile(xs, 50), 3)} | ${f(percentile(xs, 99), 3)} | ${c.services === 1 ? '–' : fr(p99Growth(cells, c.mode, c.services))} | ${latencyErrors(c)}${c.error ? ` (${c.error.split('\n')[0]})` : ''} |`,
+    );
+  }
   return out.join('\n') + '\n';
 }
 
@@ -127,7 +226,7 @@ export interface TargetCheck {
 }
 
 /** The issue's targets, evaluated where the run has the numbers (null = not measured). */
-export function targets(dp: DpCell[], cp: CpCell[], s5: S5Result[]): TargetCheck[] {
+export function targets(dp: DpCell[], cp: CpCell[], s5: S5Result[], s9: CpCell[] = []): TargetCheck[] {
   const out: TargetCheck[] = [];
   const cell = (sc: string, n: number, pos: string, conn: string, mode: string) =>
     dp.find((c) => c.scenario === sc && c.services === n && c.position === pos && c.conn === conn && c.mode === mode && c.runs.length);
@@ -168,6 +267,75 @@ export function targets(dp: DpCell[], cp: CpCell[], s5: S5Result[]): TargetCheck
   out.push({ target: 'S4 controller RSS at 10k×10 ≤ 200 MB (peak, incl. manifest parse)', value: rss === null ? '–' : `${(rss / 1024).toFixed(0)} MB`, met: rss === null ? null : rss / 1024 <= 200 });
   const steady = kfull ? median(kfull.runs.map((r) => r.steadyRssKB ?? NaN)) : null;
   out.push({ target: 'S4 controller RSS at 10k×10 ≤ 200 MB (steady, after GC)', value: steady === null ? '–' : `${(steady / 1024).toFixed(0)} MB`, met: steady === null ? null : steady / 1024 <= 200 });
+  out.push(...s6Targets(dp), ...s7Targets(dp), ...s8Targets(dp), ...s9Targets(s9));
+  return out;
+}
+
+function s6Targets(dp: DpCell[]): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  for (const t of Object.keys(TRANSFERS) as Transfer[]) {
+    for (const [mode, ref, min] of [
+      ['kpr-ct', 'direct', 0.97],
+      ['kpr-tc', 'direct-pod', 0.9],
+    ] as const) {
+      const c = dp.find((x) => x.scenario === 'S6' && x.transfer === t && x.mode === mode);
+      if (!c) continue;
+      const r = c.runs.length ? ratio(dp, c, 'direct') : null;
+      out.push({ target: `S6 ${t}: ${mode} ≥ ${min} × ${ref}`, value: c.unavailable ? `unavailable: ${c.unavailable}` : fr(r), met: r === null ? null : r >= min });
+    }
+  }
+  return out;
+}
+
+function s7Targets(dp: DpCell[]): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  const s7 = dp.filter((c) => c.scenario === 'S7');
+  if (!s7.length) return out;
+  const snat = s7.find((c) => c.mode === 'kpr-snat' && c.conn === 'close' && c.services === 10_000 && c.runs.length);
+  const r = snat ? ratio(dp, snat, 'iptables') : null;
+  out.push({ target: 'S7 10k: kpr SNAT ≥ 1.5 × iptables, new connections/s', value: fr(r), met: r === null ? null : r >= 1.5 });
+  for (const n of [...new Set(s7.map((c) => c.services))].sort((a, b) => a - b)) {
+    const dsr = s7.find((c) => c.mode === 'kpr-dsr' && c.transfer && c.services === n && c.runs.length);
+    const d = dsr ? ratio(dp, dsr, 'direct') : null;
+    out.push({ target: `S7 ${n} Services: DSR 10 MiB transfer ≥ 0.95 × client to the backend node directly`, value: fr(d), met: d === null ? null : d >= 0.95 });
+  }
+  return out;
+}
+
+function s8Targets(dp: DpCell[]): TargetCheck[] {
+  const out: TargetCheck[] = [];
+  const top = Math.max(0, ...dp.filter((c) => c.scenario === 'S8').map((c) => c.services));
+  if (top <= 1) return out;
+  const ipt = p99Growth(dp, 'iptables', top);
+  const nft = p99Growth(dp, 'nftables', top);
+  const beside = `; iptables ${fr(ipt)}, nftables ${fr(nft)}`;
+  for (const mode of ['kpr-ct', 'kpr-tc']) {
+    const g = p99Growth(dp, mode, top);
+    if (!dp.some((c) => c.scenario === 'S8' && c.mode === mode)) continue;
+    // The target is stated at 50k; a smaller top count is shown but not judged.
+    out.push({ target: `S8 ${mode}: p99 at 50k within 10% of p99 at 1 Service`, value: `${top} Services: ${fr(g)}${beside}`, met: g === null || top !== 50_000 ? null : g <= 1.1 });
+  }
+  return out;
+}
+
+function s9Targets(cp: CpCell[]): TargetCheck[] {
+  if (!cp.length) return [];
+  const n = Math.max(...cp.map((c) => c.services));
+  const at = (op: string, form: string | null) => cp.find((c) => c.op === op && (form === null || c.form === form) && c.services === n && c.runs.length);
+  const size = `${n / 1000}k×${cp[0]?.endpoints}`;
+  const judged = n >= 100_000;
+  const full = at('full-sync', 'translate + map writes');
+  const parse = at('full-sync', 'incl. manifest parse');
+  const chg = at('change-endpoint', null);
+  const wall = (c: CpCell | undefined) => (c ? median(c.runs.map((r) => r.wallMs)) : null);
+  const rss = full ? median(full.runs.map((r) => r.peakRssKB ?? NaN)) : null;
+  const out: TargetCheck[] = [];
+  const add = (target: string, v: number | null, unit: string, digits: number, limit: number) =>
+    out.push({ target: `S9 ${target}`, value: v === null ? '–' : `${v.toFixed(digits)} ${unit} (${size})`, met: v === null || !judged ? null : v <= limit });
+  add('100k×10 full sync ≤ 10 s (translate + map writes)', wall(full) === null ? null : wall(full)! / 1000, 's', 2, 10);
+  add('100k×10 full sync ≤ 10 s (incl. manifest parse)', wall(parse) === null ? null : wall(parse)! / 1000, 's', 2, 10);
+  add('100k×10 controller RSS ≤ 1.5 GB (peak, incl. parse)', rss === null ? null : rss / 1024 / 1024, 'GB', 2, 1.5);
+  add('100k×10 one endpoint change ≤ 5 ms', wall(chg), 'ms', 2, 5);
   return out;
 }
 
@@ -177,7 +345,7 @@ export function targetsTable(ts: TargetCheck[]): string {
   return out.join('\n') + '\n';
 }
 
-export function markdown(r: { dp: DpCell[]; cp: CpCell[]; s5: S5Result[]; meta: Record<string, unknown> }): string {
+export function markdown(r: { dp: DpCell[]; cp: CpCell[]; s5: S5Result[]; s9?: CpCell[]; meta: Record<string, unknown> }): string {
   const parts = ['# kpr bench', '', '```', JSON.stringify(r.meta, null, 2), '```', ''];
   const titles: Record<string, string> = {
     S1: 'S1 — one Service, a few backends',
@@ -192,12 +360,85 @@ export function markdown(r: { dp: DpCell[]; cp: CpCell[]; s5: S5Result[]; meta: 
   if (cpt) parts.push('## S4 — control plane', '', cpt);
   const s5t = s5Table(r.s5);
   if (s5t) parts.push('## S5 — programming latency, manifest rewrite to first connection on the new backend', '', s5t);
-  parts.push('## Targets (read off this run)', '', targetsTable(targets(r.dp, r.cp, r.s5)));
+  const s6 = s6Table(r.dp);
+  if (s6) parts.push('## S6 — transfers over keep-alive (1 MiB, 10 MiB responses; 1 MiB uploads)', '', s6);
+  const s7 = s7Table(r.dp);
+  if (s7) parts.push('## S7 — NodePort from an external client (two-node lab)', '', s7);
+  const s8 = s8Table(r.dp);
+  if (s8) parts.push('## S8 — first-packet latency, connect() to first response byte', '', s8);
+  const s9 = cpTable(r.s9 ?? []);
+  if (s9) parts.push('## S9 — control-plane scale (kpr)', '', s9);
+  parts.push('## Targets (read off this run)', '', targetsTable(targets(r.dp, r.cp, r.s5, r.s9 ?? [])));
   return parts.join('\n');
 }
 
-export function charts(r: { dp: DpCell[]; cp: CpCell[]; s5: S5Result[] }): Record<string, string> {
+export function charts(r: { dp: DpCell[]; cp: CpCell[]; s5: S5Result[]; s9?: CpCell[] }): Record<string, string> {
   const out: Record<string, string> = {};
+  const s6 = r.dp.filter((c) => c.scenario === 'S6');
+  if (s6.length) {
+    const ts = [...new Set(s6.map((c) => c.transfer as Transfer))];
+    out['S6.svg'] = barChart({
+      title: 'S6: transfers over keep-alive — Gbit/s (median)',
+      yLabel: 'Gbit/s',
+      groups: ts,
+      series: [...new Set(s6.map((c) => c.mode))].map((m) => ({
+        name: m,
+        values: ts.map((t) => {
+          const c = s6.find((x) => x.mode === m && x.transfer === t);
+          return c ? gbps(c) : null;
+        }),
+      })),
+    });
+  }
+  const s7 = r.dp.filter((c) => c.scenario === 'S7');
+  if (s7.length) {
+    const sizes = [...new Set(s7.map((c) => c.services))].sort((a, b) => a - b);
+    const ms = [...new Set(s7.map((c) => c.mode))];
+    const at = (m: string, n: number, transfer: boolean) => s7.find((x) => x.mode === m && x.services === n && !!x.transfer === transfer);
+    out['S7.svg'] = barChart({
+      title: 'S7: NodePort from an external client — new connections/s (median)',
+      yLabel: 'conn/s',
+      groups: sizes.map((n) => `${n} Services`),
+      series: ms.map((m) => ({ name: m, values: sizes.map((n) => (at(m, n, false) ? summarize(at(m, n, false)!).rps : null)) })),
+    });
+    out['S7-transfer.svg'] = barChart({
+      title: 'S7: NodePort from an external client — 10 MiB transfers, Gbit/s (median)',
+      yLabel: 'Gbit/s',
+      groups: sizes.map((n) => `${n} Services`),
+      series: ms.map((m) => ({ name: m, values: sizes.map((n) => (at(m, n, true) ? gbps(at(m, n, true)!) : null)) })),
+    });
+  }
+  const s8 = r.dp.filter((c) => c.scenario === 'S8');
+  if (s8.length) {
+    const sizes = [...new Set(s8.map((c) => c.services))].sort((a, b) => a - b);
+    const series: Series[] = [];
+    for (const [p, dashed] of [
+      [99, false],
+      [50, true],
+    ] as const) {
+      for (const m of [...new Set(s8.map((c) => c.mode))]) {
+        series.push({
+          name: `${m} p${p}`,
+          dashed,
+          values: sizes.map((n) => {
+            const c = s8.find((x) => x.mode === m && x.services === n);
+            return c ? percentile(latencySamples(c), p) : null;
+          }),
+        });
+      }
+    }
+    out['S8.svg'] = lineChart({ title: 'S8: connect() → first response byte vs Services', yLabel: 'ms', groups: sizes.map(String), series }, 860, 460);
+  }
+  if (r.s9?.length) {
+    const cs = r.s9.filter((c) => c.runs.length);
+    out['S9.svg'] = barChart({
+      title: `S9: kpr controller at ${r.s9[0]!.services} Services × ${r.s9[0]!.endpoints} — wall time (median)`,
+      yLabel: 'ms',
+      log: true,
+      groups: cs.map((c) => `${c.op}: ${c.form}`),
+      series: [{ name: 'wall ms', values: cs.map((c) => median(c.runs.map((x) => x.wallMs))) }],
+    }, 1000, 420);
+  }
   const modes = [...new Set(r.dp.map((c) => c.mode))];
   const s1 = r.dp.filter((c) => c.scenario === 'S1');
   if (s1.length) {

@@ -1,5 +1,6 @@
 /**
- * The scenarios. Data plane (S1-S3): wrk through each mode, modes
+ * The scenarios. Data plane (S1-S3, S6 transfers, S8 first-packet
+ * latency): wrk or the latency probe through each mode, modes
  * alternating within each repetition. Control plane (S4): programming
  * cost of kpr vs iptables-restore vs an nft transaction. S5: end-to-end
  * programming latency from a manifest rewrite to the first connection
@@ -7,6 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -14,7 +16,7 @@ import { cleanup } from '../datapath/loader.js';
 import { nodeArgv, run, runIn, wrapArgv } from '../lab/exec.js';
 import { renderIptables, renderIptablesPartial, sepChainsOf } from './iptables.js';
 import { benchScript, KprProcess } from './kpr.js';
-import { CLUSTER_CIDR, POD_PORT, type BenchLab } from './lab.js';
+import { CLUSTER_CIDR, POD_PORT, type BenchLab, type CpuPlan } from './lab.js';
 import {
   buildModel,
   fillerService,
@@ -23,11 +25,12 @@ import {
   withPosition,
   type BenchBackend,
   type BenchModel,
+  type BenchService,
   type Position,
 } from './model.js';
 import { writeAtomic, type Mode, type ModeName } from './modes.js';
 import { renderNftables, renderNftAddService, renderNftChangeEndpoints } from './nftables.js';
-import { parseWrk, spreadScript, wrkArgs, type WrkResult } from './wrk.js';
+import { parseWrk, spreadScript, TRANSFERS, uploadScript, wrkArgs, type Transfer, type WrkResult } from './wrk.js';
 
 export type Conn = 'keepalive' | 'close';
 
@@ -38,16 +41,33 @@ export interface Progress {
   (msg: string): void;
 }
 
+export type DpScenario = 'S1' | 'S2' | 'S3' | 'S6' | 'S7' | 'S8';
+
+/** What the data-plane runs need of a lab (the node lab, or S7's two-node lab). */
+export interface DpLab {
+  dir: string;
+  cpus: CpuPlan;
+}
+
+export interface DpWant {
+  scenario: DpScenario;
+  services: number;
+  position: Position;
+  conn: Conn;
+  /** S6: what is transferred */
+  transfer?: Transfer;
+}
+
 export interface DpOptions {
-  sizes: number[];
-  /** which (size, position, conn) to measure */
-  wants: Array<{ scenario: 'S1' | 'S2' | 'S3'; services: number; position: Position; conn: Conn }>;
+  /** which (size, position, conn, transfer) to measure */
+  wants: DpWant[];
   durationS: number;
   repeat: number;
   connections: number;
-  fillerEndpoints: number;
-  targetPods: number;
-  seed: number;
+  /** S8: sequential connections per repetition */
+  latencyConnects?: number;
+  /** The Service model at a count, target placed at random (the lab decides the target's backends). */
+  model: (services: number) => BenchModel;
 }
 
 export interface CheckResult {
@@ -58,17 +78,26 @@ export interface CheckResult {
   passed: boolean;
 }
 
+/** S8: one repetition's connect() -> first response byte samples. */
+export interface LatencyRun {
+  samplesMs: number[];
+  errors: Record<string, number>;
+}
+
 export interface DpCell {
-  scenario: 'S1' | 'S2' | 'S3';
+  scenario: DpScenario;
   services: number;
   position: Position;
   targetIndex: number;
   conn: Conn;
+  transfer?: Transfer;
   mode: ModeName;
   unavailable?: string;
   error?: string;
   check?: CheckResult;
   runs: WrkResult[];
+  /** S8: the latency probe's runs (runs stays empty) */
+  latency?: LatencyRun[];
   /** wrk runs that failed (their error is in `error`) */
   failedRuns?: number;
 }
@@ -78,7 +107,7 @@ export function targetBackends(lab: BenchLab, n: number): BenchBackend[] {
 }
 
 /** Run httpprobe in the node namespace and the mode's cgroup. */
-export async function httpCount(lab: BenchLab, netns: string, cgroup: string, host: string, port: number, count: number): Promise<Omit<CheckResult, 'expected' | 'passed'>> {
+export async function httpCount(lab: DpLab, netns: string, cgroup: string, host: string, port: number, count: number): Promise<Omit<CheckResult, 'expected' | 'passed'>> {
   void lab;
   const out = await runIn(
     { netns, cgroup },
@@ -90,7 +119,7 @@ export async function httpCount(lab: BenchLab, netns: string, cgroup: string, ho
 }
 
 /** Does the active mode carry traffic, to every backend it should? */
-export async function checkMode(lab: BenchLab, mode: Mode, model: BenchModel, count = 60): Promise<CheckResult> {
+export async function checkMode(lab: DpLab, mode: Mode, model: BenchModel, count = 60): Promise<CheckResult> {
   const t = mode.target(model);
   // A spread target is checked address by address.
   const hosts = t.spread ?? [t.host];
@@ -108,23 +137,57 @@ export async function checkMode(lab: BenchLab, mode: Mode, model: BenchModel, co
   return { ...r, expected, passed };
 }
 
+/** S8: the latency probe, sequential connections, bounded by count and time; a spread target is probed address by address. */
+export async function runLatency(lab: DpLab, mode: Mode, model: BenchModel, connects: number): Promise<LatencyRun> {
+  const t = mode.target(model);
+  const hosts = t.spread ?? [t.host];
+  const per = Math.ceil(connects / hosts.length);
+  const r: LatencyRun = { samplesMs: [], errors: {} };
+  for (const h of hosts) {
+    const out = await runIn(
+      { netns: mode.clientNs(), cgroup: mode.cgroup() },
+      'taskset',
+      ['-c', lab.cpus.client, process.execPath, ...nodeArgv(benchScript('httpprobe')), 'latency', h, String(t.port), '--count', String(per), '--timeout', '2000', '--duration', '60000'],
+      { timeoutMs: 90_000 },
+    );
+    const x = JSON.parse(out) as LatencyRun;
+    r.samplesMs.push(...x.samplesMs);
+    for (const [k, v] of Object.entries(x.errors)) r.errors[k] = (r.errors[k] ?? 0) + v;
+  }
+  return r;
+}
+
 /** wrk threads, in every mode (the direct mode gives each its own backend). */
 export const WRK_THREADS = 3;
+/** S6: connections for transfers (two per thread: throughput, not concurrency, is measured). */
+export const TRANSFER_CONNECTIONS = 6;
+/** S6: wrk's per-request timeout for transfers; a path that stalls large packets shows as timeouts, not a hang. */
+export const TRANSFER_TIMEOUT_S = 10;
 
-export async function runWrk(lab: BenchLab, mode: Mode, model: BenchModel, conn: Conn, o: { durationS: number; connections: number }): Promise<WrkResult> {
+export async function runWrk(
+  lab: DpLab,
+  mode: Mode,
+  model: BenchModel,
+  conn: Conn,
+  o: { durationS: number; connections: number },
+  transfer?: Transfer,
+): Promise<WrkResult> {
   const t = mode.target(model);
+  const spec = transfer ? TRANSFERS[transfer] : undefined;
+  let lua = t.spread ? spreadScript(t.spread, t.port) : '';
+  if (spec?.upload) lua += uploadScript(spec.bytes);
   let script: string | undefined;
-  if (t.spread) {
-    script = join(lab.dir, `spread-${mode.name}.lua`);
-    await writeFile(script, spreadScript(t.spread, t.port));
+  if (lua) {
+    script = join(lab.dir, `wrk-${mode.name}-${transfer ?? 'req'}.lua`);
+    await writeFile(script, lua);
   }
   const args = wrkArgs({
-    url: `http://${t.host}:${t.port}/`,
+    url: `http://${t.host}:${t.port}${spec?.path ?? '/'}`,
     durationS: o.durationS,
-    connections: o.connections,
+    connections: spec ? TRANSFER_CONNECTIONS : o.connections,
     threads: WRK_THREADS,
     close: conn === 'close',
-    timeoutS: 2,
+    timeoutS: spec ? TRANSFER_TIMEOUT_S : 2,
     ...(script ? { script } : {}),
   });
   const out = await runIn({ netns: mode.clientNs(), cgroup: mode.cgroup() }, 'taskset', ['-c', lab.cpus.client, 'wrk', ...args], {
@@ -134,12 +197,14 @@ export async function runWrk(lab: BenchLab, mode: Mode, model: BenchModel, conn:
 }
 
 /** S1-S3: per Service count, load every mode once, then alternate modes for each repetition. */
-export async function runDataPlane(lab: BenchLab, modes: Mode[], o: DpOptions, log: Progress): Promise<DpCell[]> {
+export async function runDataPlane(lab: DpLab, modes: Mode[], o: DpOptions, log: Progress): Promise<DpCell[]> {
   const cells: DpCell[] = [];
-  const cellFor = (w: DpOptions['wants'][number], m: Mode, targetIndex: number): DpCell => {
-    let c = cells.find((x) => x.scenario === w.scenario && x.services === w.services && x.position === w.position && x.conn === w.conn && x.mode === m.name);
+  const cellFor = (w: DpWant, m: Mode, targetIndex: number): DpCell => {
+    let c = cells.find(
+      (x) => x.scenario === w.scenario && x.services === w.services && x.position === w.position && x.conn === w.conn && x.transfer === w.transfer && x.mode === m.name,
+    );
     if (!c) {
-      c = { scenario: w.scenario, services: w.services, position: w.position, targetIndex, conn: w.conn, mode: m.name, runs: [] };
+      c = { scenario: w.scenario, services: w.services, position: w.position, targetIndex, conn: w.conn, ...(w.transfer ? { transfer: w.transfer } : {}), mode: m.name, runs: [] };
       if (m.unavailable) c.unavailable = m.unavailable;
       cells.push(c);
     }
@@ -147,14 +212,7 @@ export async function runDataPlane(lab: BenchLab, modes: Mode[], o: DpOptions, l
   };
   const sizes = [...new Set(o.wants.map((w) => w.services))].sort((a, b) => a - b);
   for (const size of sizes) {
-    let model = buildModel({
-      services: size,
-      fillerEndpoints: o.fillerEndpoints,
-      targetBackends: targetBackends(lab, o.targetPods),
-      position: 'random',
-      seed: o.seed,
-      clusterCidr: CLUSTER_CIDR,
-    });
+    let model = o.model(size);
     const live = modes.filter((m) => !m.unavailable);
     const failed = new Map<ModeName, string>();
     for (const m of live) {
@@ -195,7 +253,8 @@ export async function runDataPlane(lab: BenchLab, modes: Mode[], o: DpOptions, l
               const c = await checkMode(lab, m, model);
               for (const w of wants) cellFor(w, m, model.targetIndex).check = c;
               if (!c.passed) {
-                const why = `check failed: ${JSON.stringify({ pods: c.pods, errors: c.errors, expected: c.expected })}`;
+                const more = m.diagnose ? await m.diagnose().catch((err: Error) => `(no diagnosis: ${err.message})`) : '';
+                const why = `check failed: ${JSON.stringify({ pods: c.pods, errors: c.errors, expected: c.expected })}${more ? `\n${more}` : ''}`;
                 failed.set(m.name, why);
                 for (const w of wants) cellFor(w, m, model.targetIndex).error = why;
                 log(`  ${m.name}: ${why}`);
@@ -205,9 +264,23 @@ export async function runDataPlane(lab: BenchLab, modes: Mode[], o: DpOptions, l
             for (const w of wants) {
               const cell = cellFor(w, m, model.targetIndex);
               try {
-                const r = await runWrk(lab, m, model, w.conn, o);
+                if (w.scenario === 'S8') {
+                  const r = await runLatency(lab, m, model, o.latencyConnects ?? 200);
+                  (cell.latency ??= []).push(r);
+                  log(`  S8 n=${size} ${m.name} #${rep + 1}: ${r.samplesMs.length} connections, errors ${JSON.stringify(r.errors)}`);
+                  continue;
+                }
+                const r = await runWrk(lab, m, model, w.conn, o, w.transfer);
                 cell.runs.push(r);
-                log(`  ${w.scenario} n=${size} ${position} ${w.conn} ${m.name} #${rep + 1}: ${r.rps.toFixed(0)} req/s p50 ${r.percentilesMs['50']?.toFixed(3)} ms p99 ${r.percentilesMs['99']?.toFixed(3)} ms`);
+                if (r.requests === 0) {
+                  // A stalled path finishes nothing within the run (wrk counts a
+                  // timeout only after --timeout): say so, do not show a quiet 0.
+                  cell.error = `no request completed in ${o.durationS} s (stalled?)`;
+                  cell.failedRuns = (cell.failedRuns ?? 0) + 1;
+                }
+                log(
+                  `  ${w.scenario} n=${size} ${position} ${w.transfer ?? w.conn} ${m.name} #${rep + 1}: ${r.rps.toFixed(0)} req/s p50 ${r.percentilesMs['50']?.toFixed(3)} ms p99 ${r.percentilesMs['99']?.toFixed(3)} ms`,
+                );
               } catch (err) {
                 // The command line leads the message; the cause is at its end.
                 cell.error = (err as Error).message.slice(-400);
@@ -361,42 +434,76 @@ export async function runControlPlane(lab: BenchLab, o: CpOptions, log: Progress
 
     if (o.systems.includes('kpr')) {
       log(`  S4 kpr controller, ${n} Services × ${o.endpoints}`);
-      const mdir = join(dir, `kpr-${n}`);
-      await mkdir(mdir, { recursive: true });
-      await writeAtomic(join(mdir, 'services.json'), manifestJson(base.services));
-      for (let r = 0; r < o.repeat; r++) {
-        const pin = lab.pinPath(`s4`);
-        await cleanup(pin);
-        try {
-          const out = await run(
-            process.execPath,
-            ['--expose-gc', ...nodeArgv(benchScript('kprsync')), '--pin-path', pin, '--manifests', mdir, '--repeat', '3', '--services', String(n), '--endpoints', String(o.endpoints)],
-            { timeoutMs: 1_800_000 },
-          );
-          const j = JSON.parse(out) as {
-            load: CpRun;
-            full: CpRun;
-            add: CpRun[];
-            change: CpRun[];
-            maxRssKB: number;
-            rssAfterFullKB: number;
-            rssSteadyKB: number | null;
-            fullSyncedMs: number | null;
-          };
-          const c = cell('kpr', 'full-sync', 'translate + map writes', n);
-          c.runs.push({ ...j.full, peakRssKB: j.rssAfterFullKB, ...(j.rssSteadyKB ? { steadyRssKB: j.rssSteadyKB } : {}), ...(j.fullSyncedMs !== null ? { syncedMs: j.fullSyncedMs } : {}) });
-          c.note = 'wall: controller.start() to idle; syncedMs: the "synced" log line; peak RSS includes the YAML parse, steadyRssKB is after GC';
-          cell('kpr', 'full-sync', 'incl. manifest parse', n).runs.push({ wallMs: j.load.wallMs + j.full.wallMs, cpuMs: j.load.cpuMs + j.full.cpuMs, peakRssKB: j.rssAfterFullKB });
-          for (const a of j.add) cell('kpr', 'add-service', 'incremental sync', n).runs.push({ ...a, peakRssKB: j.maxRssKB });
-          for (const ch of j.change) cell('kpr', 'change-endpoint', 'incremental sync', n).runs.push({ ...ch, peakRssKB: j.maxRssKB });
-        } catch (err) {
-          cell('kpr', 'full-sync', 'translate + map writes', n).error = (err as Error).message.slice(0, 500);
-        } finally {
-          await cleanup(pin);
-        }
-      }
+      for (let r = 0; r < o.repeat; r++) await kprSyncRun(lab, join(dir, `kpr-${n}`), base.services, { services: n, endpoints: o.endpoints, tag: 's4' }, cell);
     }
   }
+  return cells;
+}
+
+/**
+ * One kprsync child process (S4, S9): the manifest written once per
+ * directory, then the controller's full sync, RSS and incremental changes,
+ * recorded in the cells `cell` hands out. A failure is recorded, never thrown.
+ */
+export async function kprSyncRun(
+  lab: BenchLab,
+  mdir: string,
+  services: BenchService[],
+  o: { services: number; endpoints: number; tag: string; timeoutMs?: number },
+  cell: (system: 'kpr', op: CpCell['op'], form: string, n: number) => CpCell,
+): Promise<void> {
+  const n = o.services;
+  const manifest = join(mdir, 'services.json');
+  await mkdir(mdir, { recursive: true });
+  if (!existsSync(manifest)) await writeAtomic(manifest, manifestJson(services));
+  const pin = lab.pinPath(o.tag);
+  await cleanup(pin);
+  try {
+    const out = await run(
+      process.execPath,
+      ['--expose-gc', ...nodeArgv(benchScript('kprsync')), '--pin-path', pin, '--manifests', mdir, '--repeat', '3', '--services', String(n), '--endpoints', String(o.endpoints)],
+      { timeoutMs: o.timeoutMs ?? 1_800_000 },
+    );
+    const j = JSON.parse(out) as {
+      load: CpRun;
+      full: CpRun;
+      add: CpRun[];
+      change: CpRun[];
+      maxRssKB: number;
+      rssAfterFullKB: number;
+      rssSteadyKB: number | null;
+      fullSyncedMs: number | null;
+    };
+    const c = cell('kpr', 'full-sync', 'translate + map writes', n);
+    c.runs.push({ ...j.full, peakRssKB: j.rssAfterFullKB, ...(j.rssSteadyKB ? { steadyRssKB: j.rssSteadyKB } : {}), ...(j.fullSyncedMs !== null ? { syncedMs: j.fullSyncedMs } : {}) });
+    c.note = 'wall: controller.start() to idle; syncedMs: the "synced" log line; peak RSS includes the YAML parse, steadyRssKB is after GC';
+    cell('kpr', 'full-sync', 'incl. manifest parse', n).runs.push({ wallMs: j.load.wallMs + j.full.wallMs, cpuMs: j.load.cpuMs + j.full.cpuMs, peakRssKB: j.rssAfterFullKB });
+    for (const a of j.add) cell('kpr', 'add-service', 'incremental sync', n).runs.push({ ...a, peakRssKB: j.maxRssKB });
+    for (const ch of j.change) cell('kpr', 'change-endpoint', 'incremental sync', n).runs.push({ ...ch, peakRssKB: j.maxRssKB });
+  } catch (err) {
+    cell('kpr', 'full-sync', 'translate + map writes', n).error = (err as Error).message.slice(0, 500);
+  } finally {
+    await cleanup(pin);
+  }
+}
+
+// ---------------------------------------------------------------- S9
+
+/**
+ * S9: control-plane scale, kpr alone (no baseline loads 1M rules in
+ * reasonable time): S4's kprsync at services × endpoints, maps sized for
+ * it. The same cells as S4, kept apart in the results.
+ */
+export async function runS9(lab: BenchLab, o: { services: number; endpoints: number; repeat: number }, log: Progress): Promise<CpCell[]> {
+  const cells: CpCell[] = [];
+  const cell = (system: 'kpr', op: CpCell['op'], form: string, n: number): CpCell => {
+    let c = cells.find((x) => x.system === system && x.op === op && x.form === form && x.services === n);
+    if (!c) cells.push((c = { system, op, form, services: n, endpoints: o.endpoints, runs: [] }));
+    return c;
+  };
+  const services = Array.from({ length: o.services }, (_, i) => fillerService(i, o.endpoints));
+  log(`  S9 kpr controller, ${o.services} Services × ${o.endpoints}`);
+  for (let r = 0; r < o.repeat; r++) await kprSyncRun(lab, join(lab.dir, 's9', `kpr-${o.services}`), services, { services: o.services, endpoints: o.endpoints, tag: 's9', timeoutMs: 3_600_000 }, cell);
   return cells;
 }
 

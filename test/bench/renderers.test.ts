@@ -98,7 +98,10 @@ test('nftables: verdict map on daddr . proto . dport, numgen over endpoint chain
   assert.match(t, /add element ip kube-proxy service-ips \{ 10\.96\.7\.210 \. tcp \. 6379 : goto service-[A-Z2-7]{8}-redis\/redis\/tcp\/client \}/);
   assert.match(t, /numgen random mod 6 vmap \{ 0 : goto endpoint-[A-Z2-7]{8}-redis\/redis\/tcp\/client__10\.244\.1\.5\/6379 ,/);
   assert.match(t, /add element ip kube-proxy no-endpoint-services \{ 10\.109\.183\.27 \. tcp \. 8081 : goto reject-chain \}/);
-  assert.match(t, /add element ip kube-proxy service-nodeports \{ tcp \. 30376 : goto service-/);
+  assert.match(t, /add element ip kube-proxy service-nodeports \{ tcp \. 30376 : goto external-/);
+  // NodePort traffic is masqueraded before the service chain (the reply from another node must come back here).
+  assert.match(t, /add rule ip kube-proxy external-\S+ jump mark-for-masquerade/);
+  assert.match(t, /add rule ip kube-proxy external-\S+ goto service-/);
   // Endpoint chains are defined before the map that jumps to them.
   assert.ok(t.indexOf('add chain ip kube-proxy endpoint-') < t.indexOf('numgen'));
   const chg = renderNftChangeEndpoints(seedModel, redis, { ...redis, backends: redis.backends.slice(1) });

@@ -16,25 +16,32 @@ import { run } from '../../src/lab/exec.js';
 import { cgroup2Mount } from '../../src/util/cgroup.js';
 import { requireRoot } from '../helpers/privileged.js';
 
+/** The smallest run: one Service, one short repetition; the test names what it measures. */
+function benchArgs(out: string, o: Partial<BenchArgs> & Pick<BenchArgs, 'scenarios' | 'modes' | 'nodeport-modes'>): BenchArgs {
+  return {
+    services: '1',
+    'include-50k': false,
+    duration: 1,
+    repeat: 1,
+    connections: 6,
+    'filler-endpoints': 2,
+    's4-endpoints': 10,
+    's4-repeat': 1,
+    's5-changes': 1,
+    's8-connects': 10,
+    's9-services': 1000,
+    's9-endpoints': 10,
+    seed: 1,
+    out,
+    ...o,
+  };
+}
+
 test('smoke: S1 with every mode carries traffic to every backend, and cleans up', async (t) => {
   if (!requireRoot(t)) return;
   const out = await mkdtemp(join(tmpdir(), 'kpr-bench-smoke-'));
   try {
-    const args: BenchArgs = {
-      scenarios: 'S1',
-      services: '1',
-      'include-50k': false,
-      modes: MODE_NAMES.join(','),
-      duration: 1,
-      repeat: 1,
-      connections: 6,
-      'filler-endpoints': 2,
-      's4-endpoints': 10,
-      's4-repeat': 1,
-      's5-changes': 1,
-      seed: 1,
-      out,
-    };
+    const args = benchArgs(out, { scenarios: 'S1', modes: MODE_NAMES.join(','), 'nodeport-modes': '' });
     const res = await runBench(parseBenchArgs(args), () => {});
     const id = `kb${process.pid % 100000}`;
     assert.equal(res.dp.length, MODE_NAMES.length * 2, 'keep-alive and close for every mode');
@@ -68,6 +75,76 @@ test('smoke: S1 with every mode carries traffic to every backend, and cleans up'
     assert.equal(json.dp.length, res.dp.length);
     assert.match(readFileSync(join(out, 'S1.svg'), 'utf8'), /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
     assert.ok(existsSync(join(out, 'results.md')));
+  } finally {
+    await rm(out, { recursive: true, force: true });
+  }
+});
+
+test('smoke: S6, S7, S8 and S9 at tiny size carry traffic, record every figure, and clean up', async (t) => {
+  if (!requireRoot(t)) return;
+  const out = await mkdtemp(join(tmpdir(), 'kpr-bench-smoke-'));
+  try {
+    const args = benchArgs(out, {
+      scenarios: 'S6,S7,S8,S9',
+      modes: 'direct,kpr-ct',
+      'nodeport-modes': 'np-direct,np-iptables,kpr-snat,kpr-dsr',
+      's8-connects': 10,
+      's9-services': 200,
+    });
+    const res = await runBench(parseBenchArgs(args), () => {});
+    const cells = (sc: string) => res.dp.filter((c) => c.scenario === sc);
+    // S6: three transfers for each ClusterIP and NodePort mode.
+    assert.equal(cells('S6').length, 3 * 6);
+    for (const c of cells('S6')) {
+      if (c.mode === 'kpr-snat' || c.mode === 'kpr-dsr') {
+        // kpr's tc path may still stall large packets (a fix is in flight): bounded, and recorded.
+        assert.ok(c.runs.length === 1 || c.error, `${c.mode} ${c.transfer}: neither a run nor an error`);
+        continue;
+      }
+      assert.equal(c.error, undefined, `${c.mode} ${c.transfer}: ${c.error}`);
+      const r = c.runs[0]!;
+      assert.ok(r.requests > 0, `${c.mode} ${c.transfer}: no transfer completed`);
+      assert.equal(r.non2xx, 0, `${c.mode} ${c.transfer}: non-2xx answers`);
+    }
+    // S7: connections per second and a 10 MiB transfer per mode; both backends (n1, n2) reached.
+    assert.equal(cells('S7').length, 2 * 4);
+    for (const c of cells('S7')) {
+      if ((c.mode === 'kpr-snat' || c.mode === 'kpr-dsr') && c.check && !c.check.passed) {
+        // kpr's NodePort path is being fixed in parallel (a DSR check once
+        // timed out after SNAT's stalled transfers): the bench must report
+        // it, with kpr's log, and measure nothing for that mode.
+        assert.match(c.error ?? '', /check failed: .*\nkpr on n1:/s, `${c.mode}: ${c.error}`);
+        assert.equal(c.runs.length, 0);
+        continue;
+      }
+      assert.deepEqual(Object.keys(c.check?.pods ?? {}).sort(), c.check?.expected.slice().sort(), `${c.mode}: ${JSON.stringify(c.check)}`);
+      if (c.conn === 'close') assert.equal(c.runs.length, 1, `${c.mode}: ${c.error}`);
+    }
+    // S8: samples per mode, all answered.
+    for (const c of cells('S8')) {
+      const xs = c.latency?.[0]?.samplesMs ?? [];
+      assert.ok(xs.length >= 10, `${c.mode}: ${xs.length} samples, errors ${JSON.stringify(c.latency?.[0]?.errors)}`);
+      assert.ok(xs.every((x) => x > 0));
+    }
+    // S9: kprsync ran at the asked size.
+    const full = res.s9.find((c) => c.op === 'full-sync' && c.form === 'translate + map writes');
+    assert.equal(full?.error, undefined, full?.error);
+    assert.equal(full?.services, 200);
+    assert.equal(full?.runs.length, 1);
+    assert.equal(res.s9.find((c) => c.op === 'change-endpoint')?.runs.length, 3);
+
+    const md = await writeResults(res, out);
+    for (const h of ['## S6', '## S7', '## S8', '## S9']) assert.ok(md.includes(h), `${h} missing`);
+    for (const f of ['S6.svg', 'S7.svg', 'S7-transfer.svg', 'S8.svg', 'S9.svg']) assert.ok(existsSync(join(out, f)), `${f} missing`);
+    const json = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as { meta: { load: { start: number[]; end: number[] } }; s9: unknown[] };
+    assert.equal(json.meta.load.start.length, 3);
+    assert.equal(json.s9.length, res.s9.length);
+
+    const ns = await run('ip', ['netns', 'list']);
+    const pid = process.pid % 100000;
+    assert.ok(!ns.split('\n').some((l) => l.startsWith(`kb${pid}-`) || l.startsWith(`np${pid}-`)), `namespaces left:\n${ns}`);
+    assert.ok(!readdirSync(cgroup2Mount()).some((d) => d.startsWith(`kprb-kb${pid}-`) || d === `kpr-lab-np${pid}`), 'cgroups left');
+    assert.ok(!readdirSync('/sys/fs/bpf').some((d) => d.startsWith(`kprb-kb${pid}-`) || d.startsWith(`kpr-lab-np${pid}-`)), 'pinned maps left');
   } finally {
     await rm(out, { recursive: true, force: true });
   }
