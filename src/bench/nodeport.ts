@@ -193,7 +193,14 @@ class KprNodePort extends NodePortMode implements Mode {
     if (!this.model) throw new Error(`${this.name}: load() first`);
     const lab = this.np.lab;
     await writeAtomic(lab.manifestPath, manifestJson(this.model.services));
-    const args = ['--nodeport-mode', this.name === 'kpr-dsr' ? 'dsr' : 'snat', ...mapSizeArgs(this.model)];
+    const args = [
+      '--nodeport-mode',
+      this.name === 'kpr-dsr' ? 'dsr' : 'snat',
+      // The backend node honours the DSR option only from a known node.
+      '--cluster-node-ips',
+      ...lab.nodes.map((n) => n.ip),
+      ...mapSizeArgs(this.model),
+    ];
     for (const node of lab.nodes) {
       const before = (await lab.kprLog(node)).split('"msg":"synced"').length;
       this.np.kprNodes.add(node);

@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { Lab, LAB_EXT_IP, POD_HTTP_PORT, type LabNode } from '../../src/lab/cluster.js';
+import { Lab, LAB_EXT_IP, labNode, POD_HTTP_PORT, type LabNode } from '../../src/lab/cluster.js';
 import { ip } from '../../src/lab/exec.js';
 import { backendIdentity, buildMaglevTable, flowSlot, sortForMaglev } from '../../src/model/maglev.js';
 import { requireRoot } from '../helpers/privileged.js';
@@ -63,6 +63,8 @@ process.exit(0);
 
 function manifest(lab: Lab): unknown[] {
   return [
+    // The Node objects make each node trust the other's DSR option.
+    ...lab.nodes.map((n) => labNode(n, undefined)),
     {
       apiVersion: 'v1',
       kind: 'Service',
