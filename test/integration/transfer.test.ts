@@ -21,8 +21,18 @@ import { requireRoot } from '../helpers/privileged.js';
 
 const MB = 1 << 20;
 const CONNS = 4;
-/** A handful of loss retransmits on a busy 2-core box is noise; the bug was hundreds of timeouts. */
-const MAX_RETRANS = 4;
+/*
+ * What a storm is, in counters. The GSO bug dropped every aggregated packet
+ * after NAT, so each connection stalled into retransmission timeouts
+ * (hundreds of them) and took seconds. A healthy transfer may still lose one
+ * burst when a redirected window overruns a veth's queue (seen: 20-80
+ * segments, recovered by fast retransmit within the same 100 ms, also on
+ * paths kpr does not touch); that is TCP probing for bandwidth, not a
+ * storm. So: no timeout-driven recovery beyond a couple, and fast
+ * retransmits well under the ~5,800 segments the 8 MB of a case carry.
+ */
+const MAX_TIMEOUTS = 2;
+const MAX_FAST_RETRANS = 150;
 
 /**
  * Connect to argv[1]:argv[2] with kpr's DSR option (type 0x9e, 12 bytes)
@@ -81,10 +91,10 @@ function table(text: string, prefix: string): Record<string, number> {
  * left out: TCP sends them at the end of a burst whenever an ACK is late,
  * lost or not; RetransSegs counts them and is reported alongside.
  */
-async function retrans(lab: Lab, netns: string): Promise<{ loss: number; segs: number }> {
+async function retrans(lab: Lab, netns: string): Promise<{ loss: number; timeouts: number; segs: number }> {
   const out = await lab.exec({ netns }, 'cat', ['/proc/net/snmp', '/proc/net/netstat']);
   const ext = table(out, 'TcpExt');
-  return { loss: ext.TCPFastRetrans! + ext.TCPSlowStartRetrans! + ext.TCPTimeouts!, segs: table(out, 'Tcp').RetransSegs! };
+  return { loss: ext.TCPFastRetrans! + ext.TCPSlowStartRetrans!, timeouts: ext.TCPTimeouts!, segs: table(out, 'Tcp').RetransSegs! };
 }
 
 test('1 MB downloads and uploads on every Service path: no redirect failure, no retransmission storm', async (t) => {
@@ -137,16 +147,18 @@ test('1 MB downloads and uploads on every Service path: no redirect failure, no 
       const after = await Promise.all(everyNs().map((ns) => retrans(lab, ns)));
       const statsAfter = lab.nodes.map((n) => withPinnedMaps(n.pinPath, (m) => readStats(m.stats)));
       const lossRetrans = after.reduce((s, v, i) => s + v.loss - before[i]!.loss, 0);
+      const timeouts = after.reduce((s, v, i) => s + v.timeouts - before[i]!.timeouts, 0);
       const retransSegs = after.reduce((s, v, i) => s + v.segs - before[i]!.segs, 0);
       const redirectFail = statsAfter.map((s, i) => s.tc_redirect_fail - statsBefore[i]!.tc_redirect_fail);
-      t.diagnostic(`${name}: ${r.ok}/${CONNS} ok in ${r.elapsedMs} ms, loss retransmits ${lossRetrans} (RetransSegs ${retransSegs}), redirect failures ${redirectFail.join('/')}`);
+      t.diagnostic(`${name}: ${r.ok}/${CONNS} ok in ${r.elapsedMs} ms, fast retransmits ${lossRetrans}, timeouts ${timeouts} (RetransSegs ${retransSegs}), redirect failures ${redirectFail.join('/')}`);
       assert.deepEqual(r.errors, {});
       assert.equal(r.ok, CONNS, 'every 1 MB download and upload completed');
       assert.deepEqual(r.peers, { [`${host}:${dport}`]: CONNS }, 'the client talked to the Service address throughout');
       if (expect.seenAs) assert.deepEqual(r.seenAs, { [expect.seenAs]: CONNS });
       if (expect.pods) for (const p of Object.keys(r.pods)) assert.ok(expect.pods.includes(p), `${p} is a backend of this path`);
       assert.deepEqual(redirectFail, [0, 0], 'no NATed packet was left to the stack');
-      assert.ok(lossRetrans <= MAX_RETRANS, `retransmissions after loss: ${lossRetrans}`);
+      assert.ok(timeouts <= MAX_TIMEOUTS, `retransmission timeouts: ${timeouts}`);
+      assert.ok(lossRetrans <= MAX_FAST_RETRANS, `fast retransmissions: ${lossRetrans}`);
       if (expect.dsrFwd && expect.ingress) {
         const i = lab.nodes.indexOf(expect.ingress);
         assert.ok(statsAfter[i]!.tc_dsr_fwd - statsBefore[i]!.tc_dsr_fwd >= CONNS, 'the flows went by DSR');
