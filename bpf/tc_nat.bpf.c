@@ -227,6 +227,34 @@ static __always_inline bool ct_key_eq(const struct ct_key *a, const struct ct_ke
 }
 
 /*
+ * An SNAT port held by a TCP flow that is over (reset, or FIN from both
+ * sides) is free again, as the kernel's NAT reuses ports of closed
+ * connections: otherwise every short connection would hold its port for
+ * the whole FIN timeout, and the range would run dry at a few hundred new
+ * connections per second per backend. The closed flow's FWD entry goes
+ * first, so its client cannot be translated onto the new flow's port.
+ */
+static __always_inline bool ct_snat_port_reclaim(const struct ct_key *rk, const struct ct_val *rev)
+{
+	struct ct_val *old = bpf_map_lookup_elem(&kpr_v4_ct, rk);
+	struct ct_val *fwd;
+	struct ct_key ok, wk;
+
+	if (!old || old->type != CT_REV || rk->proto != IPPROTO_TCP || !ct_tcp_closed(old))
+		return false;
+	ct_key_make(&ok, rk->proto, old->nat_saddr, old->nat_sport, old->nat_addr, old->nat_port);
+	fwd = bpf_map_lookup_elem(&kpr_v4_ct, &ok);
+	/* Only if it still points here: its client may have opened a new flow
+	 * from the same port since, with a FWD entry of its own. */
+	if (fwd && fwd->type == CT_FWD && fwd->nat_saddr) {
+		ct_key_make(&wk, rk->proto, fwd->nat_saddr, fwd->nat_sport, fwd->nat_addr, fwd->nat_port);
+		if (ct_key_eq(&wk, rk))
+			bpf_map_delete_elem(&kpr_v4_ct, &ok);
+	}
+	return bpf_map_update_elem(&kpr_v4_ct, rk, rev, BPF_ANY) == 0;
+}
+
+/*
  * Create the FWD and REV entries of a new flow, never overwriting an entry
  * of another flow:
  *  - REV (client' <-> backend) is inserted with BPF_NOEXIST. Without SNAT
@@ -241,7 +269,8 @@ static __always_inline bool ct_key_eq(const struct ct_key *a, const struct ct_ke
  *    entry it added (unless it is the winner's too) and NATs the packet with
  *    the winner's choice.
  * With SNAT the client' port makes the REV key unique: try the client's own
- * port first, then random ones from the configured range.
+ * port first, then random ones from the configured range, taking over the
+ * port of a closed TCP flow (ct_snat_port_reclaim).
  */
 static __noinline int ct_create(const struct pkt *p, struct nat_choice *c)
 {
@@ -306,6 +335,8 @@ static __noinline int ct_create(const struct pkt *p, struct nat_choice *c)
 			else
 				rev.flags &= ~CT_F_CLIENT_IS_A;
 			if (bpf_map_update_elem(&kpr_v4_ct, &rk, &rev, BPF_NOEXIST) == 0)
+				break;
+			if (ct_snat_port_reclaim(&rk, &rev))
 				break;
 			port = lo + bpf_get_prandom_u32() % (hi - lo + 1);
 		}

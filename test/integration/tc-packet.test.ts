@@ -143,6 +143,37 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.equal(ctEntries().length, 2);
   });
 
+  test('an SNAT port held by a closed TCP flow is taken over; a live one is not, and the closed flow cannot reach the new one', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    // One SNAT port, so the second flow must either reclaim it or fail.
+    dp!.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61000, flags: 0 });
+    try {
+      const syn = (sport: number) => run('kpr_from_host', packet({ src: CLIENT, dst: '198.18.0.13', proto: TCP, sport, dport: 80, tcpFlags: TCP_SYN }));
+      const first = syn(46000);
+      assert.deepEqual([first.out.src, first.out.sport, first.out.dst], [NODE, 61000, REMOTE_BE]);
+
+      const before = dp!.readStats();
+      assert.equal(syn(46001).retval, TC_ACT_SHOT, 'the port is held by a live flow');
+      assert.equal(dp!.readStats().tc_snat_no_port - before.tc_snat_no_port, 1);
+
+      // The first flow is reset: its port is free again.
+      run('kpr_from_host', packet({ src: CLIENT, dst: '198.18.0.13', proto: TCP, sport: 46000, dport: 80, tcpFlags: TCP_RST | TCP_ACK }));
+      const second = syn(46001);
+      assert.deepEqual([second.out.src, second.out.sport, second.out.dst], [NODE, 61000, REMOTE_BE], "the closed flow's port is reused");
+      const flows = ctEntries().filter((e) => e.val.type === CT_FWD);
+      assert.deepEqual(flows.map((e) => [e.val.natSaddr, e.val.natSport]), [[NODE, 61000]], "the closed flow's FWD entry is gone");
+
+      // A straggler of the closed flow is not translated onto the new flow's port.
+      const late = run('kpr_from_host', packet({ src: CLIENT, dst: '198.18.0.13', proto: TCP, sport: 46000, dport: 80, tcpFlags: TCP_ACK }));
+      assert.ok(late.retval === TC_ACT_SHOT || !(late.out.src === NODE && late.out.sport === 61000), JSON.stringify(late.out));
+      const reply = run('kpr_from_host', packet({ src: REMOTE_BE, dst: NODE, proto: TCP, sport: 8080, dport: 61000, tcpFlags: TCP_SYN | TCP_ACK }));
+      assert.deepEqual([reply.out.src, reply.out.sport, reply.out.dst, reply.out.dport], ['198.18.0.13', 80, CLIENT, 46001]);
+    } finally {
+      dp!.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61100, flags: 0 });
+    }
+  });
+
   test('ClusterIP from a pod: DNAT only, the client address is kept', (t) => {
     if (skipped) return t.skip('not root');
     clearCt();
