@@ -162,12 +162,10 @@ static __always_inline bool ct_fwd_stale(const struct pkt *p, const struct ct_va
 	if (p->proto == IPPROTO_TCP) {
 		struct ct_key rk;
 		struct ct_val *rev;
-		__be32 saddr = fwd->nat_saddr ? fwd->nat_saddr : p->saddr;
-		__u16 sport = fwd->nat_saddr ? fwd->nat_sport : p->sport;
 
 		if ((p->tcp_flags & (CT_TCP_SYN | CT_TCP_ACK)) != CT_TCP_SYN)
 			return false;
-		ct_key_make(&rk, p->proto, saddr, sport, fwd->nat_addr, fwd->nat_port);
+		ct_fwd_rev_key(&rk, p->proto, fwd, p->saddr, p->sport);
 		rev = bpf_map_lookup_elem(&kpr_v4_ct, &rk);
 		return !rev || ct_tcp_closed(rev);
 	}
@@ -247,7 +245,7 @@ static __always_inline bool ct_snat_port_reclaim(const struct ct_key *rk, const 
 	/* Only if it still points here: its client may have opened a new flow
 	 * from the same port since, with a FWD entry of its own. */
 	if (fwd && fwd->type == CT_FWD && fwd->nat_saddr) {
-		ct_key_make(&wk, rk->proto, fwd->nat_saddr, fwd->nat_sport, fwd->nat_addr, fwd->nat_port);
+		ct_fwd_rev_key(&wk, rk->proto, fwd, old->nat_saddr, old->nat_sport);
 		if (ct_key_eq(&wk, rk))
 			bpf_map_delete_elem(&kpr_v4_ct, &ok);
 	}
@@ -357,8 +355,7 @@ static __noinline int ct_create(const struct pkt *p, struct nat_choice *c)
 	if (bpf_map_update_elem(&kpr_v4_ct, &fk, &fwd, BPF_NOEXIST)) {
 		old = bpf_map_lookup_elem(&kpr_v4_ct, &fk);
 		if (old && old->type == CT_FWD) {
-			ct_key_make(&wk, p->proto, old->nat_saddr ? old->nat_saddr : p->saddr,
-				    old->nat_saddr ? old->nat_sport : p->sport, old->nat_addr, old->nat_port);
+			ct_fwd_rev_key(&wk, p->proto, old, p->saddr, p->sport);
 			if (!ct_key_eq(&wk, &rk))
 				bpf_map_delete_elem(&kpr_v4_ct, &rk);
 			stat_inc(STAT_TC_CT_RACE);

@@ -36,6 +36,20 @@ static __always_inline bool ct_key_make(struct ct_key *k, __u8 proto,
 	return first_is_a;
 }
 
+/*
+ * The REV key a FWD entry leads to: client' <-> backend, where client' is
+ * the SNAT source if the flow is masqueraded, else the client (saddr:sport).
+ */
+static __always_inline bool ct_fwd_rev_key(struct ct_key *k, __u8 proto, const struct ct_val *fwd,
+					   __be32 saddr, __u16 sport)
+{
+	if (fwd->nat_saddr) {
+		saddr = fwd->nat_saddr;
+		sport = fwd->nat_sport;
+	}
+	return ct_key_make(k, proto, saddr, sport, fwd->nat_addr, fwd->nat_port);
+}
+
 /* Was this packet sent by the side that opened the flow? */
 static __always_inline bool ct_from_client(const struct ct_val *ct, bool src_is_a)
 {
