@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
 /*
  * Never loaded. A BTF anchor: one variable whose type names every struct
- * and enum of abi.h, so the build-time check (scripts/check-abi.ts) finds
+ * and enum of abi.h, so the build-time check (bpf/check-abi.ts) finds
  * them all in this object's BTF, constants included, even those no program
  * happens to use. The program objects' own BTF is checked too.
  */
@@ -25,10 +25,29 @@ struct kpr_abi {
 	struct frag_key frag_key;
 	struct frag_val frag_val;
 	struct kpr_config kpr_config;
+	struct kpr_sock_config kpr_sock_config;
 	struct lpm_v4_key lpm_v4_key;
+	struct sock_destroy_key sock_destroy_key;
+	struct sock_destroy_rec sock_destroy_rec;
+	struct nat_fe6_key nat_fe6_key;
+	struct nat_be6_val nat_be6_val;
+	struct sk_lb6_state sk_lb6_state;
+	struct sk_nat6_key sk_nat6_key;
+	struct sk_nat6_val sk_nat6_val;
+	struct aff6_key aff6_key;
+	struct aff6_val aff6_val;
+	struct ct6_key ct6_key;
+	struct ct6_val ct6_val;
+	struct sock_destroy6_key sock_destroy6_key;
+	struct kpr_config6 kpr_config6;
+	struct node_ip6_key node_ip6_key;
+	struct lpm_v6_key lpm_v6_key;
+	struct frag6_key frag6_key;
+	enum nat_fe6_prefix nat_fe6_prefix;
 	enum nat_fe_prefix nat_fe_prefix;
 	enum nat_fe_flag nat_fe_flag;
 	enum nodeport_mode nodeport_mode;
+	enum kpr_config6_flag kpr_config6_flag;
 	enum nat_fe_special nat_fe_special;
 	enum nat_be_ordinal nat_be_ordinal;
 	enum nat_be_flag nat_be_flag;

@@ -3,30 +3,32 @@
  * together, and keep them running until SIGTERM/SIGINT. Exiting leaves the
  * pinned maps and links in place, so forwarding goes on without us.
  */
-import { DsrPeers } from './controller/dsr-peers.js';
+import { DsrPeers, dsr6Allowed, neighbourPeers, PeerNeighbours } from './controller/dsr-peers.js';
 import { Controller } from './controller/controller.js';
 import { Reconciler } from './controller/reconciler.js';
 import { ObjectStore } from './controller/store.js';
-import { checkBpffs, cleanup, Datapath, listLinks } from './datapath/loader.js';
-import { ALL_MAPS, NODEPORT_MODES, type MapSizes, type NodePortMode } from './datapath/layout.js';
-import { HttpServer } from './http/server.js';
+import { Datapath } from './datapath/datapath.js';
+import type { KprConfig6 } from './datapath/codec.js';
+import { checkBpffs, cleanup } from './datapath/pinned.js';
+import { ALL_MAPS, type MapSizes } from './datapath/names.js';
+import type { Ipv4Cidr } from './util/ipv4.js';
+import { NODEPORT_MODES, type NodePortMode } from './model/types.js';
+import { HttpServer, type ListenAddress } from './http/server.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { KubeSource, loadKubeConfig } from './sources/kube.js';
 import { ManifestSource } from './sources/manifest.js';
 import type { Source } from './sources/source.js';
 import { cgroup2Mount, checkCgroup2 } from './util/cgroup.js';
 import { existsSync } from 'node:fs';
 import { stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
-import * as bpf from './datapath/addon.js';
-import { LINKS_DIR } from './datapath/layout.js';
-import { ConntrackScanner } from './controller/conntrack.js';
+import { ConntrackExpiry } from './datapath/conntrack-thread.js';
 import { TcAttacher } from './datapath/tc-attach.js';
 import { HealthTargets, ServiceHealthServers } from './health/service-health.js';
-import { deviceAddresses } from './util/netdev.js';
+import { deleteNeighbour, deviceAddresses, listLinks, routeTo, setManagedNeighbour } from './util/netdev.js';
+import { addrFamily, canonicalAddr, type IpCidr } from './util/ip.js';
 import { SockDestroyer } from './datapath/sock-destroy.js';
 import type { LbAlgorithm } from './model/maglev.js';
+import { mapPinPath, migrate, versionedPinPaths } from './datapath/migrate.js';
 
 export interface DaemonOptions {
   manifests?: string | undefined;
@@ -47,9 +49,9 @@ export interface DaemonOptions {
   watchTimeoutSeconds?: number | undefined;
   /** Cap on the retry wait while the API server refuses or resets connections. */
   apiUnreachableRetryMaxMs?: number | undefined;
-  /** HOST:PORT; empty turns the listener off. */
-  healthzAddress?: string | undefined;
-  metricsAddress?: string | undefined;
+  /** Parsed by the CLI; undefined turns the listener off. */
+  healthzAddress?: ListenAddress | undefined;
+  metricsAddress?: ListenAddress | undefined;
   /** /healthz turns 503 when a change waits this long to be written. */
   healthTimeoutMs?: number | undefined;
   /** A source other than manifests or the API (tests). */
@@ -61,7 +63,9 @@ export interface DaemonOptions {
   /** This node's addresses for NodePort and SNAT; default: those of --devices. */
   nodeIPs?: string[] | undefined;
   /** The pod network; sources inside it are cluster-internal. */
-  clusterCidr?: string | undefined;
+  clusterCidr?: Ipv4Cidr | undefined;
+  /** The pod network's IPv6 prefix, if the cluster has one. */
+  clusterCidr6?: IpCidr | undefined;
   nodePortRange?: [number, number] | undefined;
   /** --nodeport-addresses: CIDRs and/or "primary"; unset = every node address. */
   nodePortAddresses?: string[] | undefined;
@@ -73,9 +77,9 @@ export interface DaemonOptions {
   /** How NodePort/external traffic reaches a backend on another node. */
   nodePortMode?: NodePortMode | undefined;
   /** Clients never served by DSR. */
-  dsrOptoutCidrs?: string[] | undefined;
+  dsrOptoutCidrs?: IpCidr[] | undefined;
   /** Nodes trusted to send DSR requests, besides the Node objects' addresses. */
-  clusterNodeCidrs?: string[] | undefined;
+  clusterNodeCidrs?: IpCidr[] | undefined;
   /** Backend choice for external frontends; kpr.io/lb-algorithm overrides it. */
   lbAlgorithm?: LbAlgorithm | undefined;
   /** Slots per Maglev table (a prime). */
@@ -99,7 +103,7 @@ export interface Daemon {
  * before it is touched: a bad flag must not leave pinned maps or attached
  * links behind.
  */
-export async function preflight(opts: DaemonOptions): Promise<{ cgroup: string | undefined }> {
+export async function preflight(opts: DaemonOptions): Promise<{ cgroup: string | undefined; nodeIPs: string[] }> {
   if (opts.manifests) {
     try {
       await stat(opts.manifests);
@@ -118,13 +122,16 @@ export async function preflight(opts: DaemonOptions): Promise<{ cgroup: string |
     const missing = devices.filter((d) => !names.has(d));
     if (missing.length) throw new Error(`--devices: no interface named ${missing.join(', ')} in this network namespace`);
   }
+  let nodeIPs = (opts.nodeIPs ?? []).map(canonicalAddr);
+  if (nodeIPs.length === 0 && devices.length > 0) nodeIPs = await deviceAddresses(devices);
+  if (devices.length > 0 && nodeIPs.length === 0) throw new Error(`no global IPv4 or IPv6 address on ${devices.join(', ')}: give --node-ip`);
   checkBpffs(opts.pinPath);
-  return { cgroup };
+  return { cgroup, nodeIPs };
 }
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const { log } = opts;
-  const { cgroup } = await preflight(opts);
+  const { cgroup, nodeIPs } = await preflight(opts);
   const metrics = opts.metrics ?? new Metrics({ defaultMetrics: true });
 
   // The source is built first, so a bad kubeconfig fails before any BPF work.
@@ -139,6 +146,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       onDuplicate: (id) => metrics.skipped.inc({ kind: id.slice(0, id.indexOf(' ')), reason: 'duplicate' }),
     });
   } else if (opts.kubeconfig || opts.inCluster) {
+    // Loaded only here: the Kubernetes client costs ~55 MB of RSS that a
+    // manifest-fed kpr never uses.
+    const { KubeSource, loadKubeConfig } = await import('./sources/kube.js');
     source = new KubeSource({
       kubeConfig: loadKubeConfig({ kubeconfig: opts.kubeconfig, inCluster: opts.inCluster }),
       log,
@@ -154,8 +164,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let controller: Controller | undefined;
   let tc: TcAttacher | undefined;
   const http = new HttpServer({
-    healthzAddress: opts.healthzAddress ?? '',
-    metricsAddress: opts.metricsAddress ?? '',
+    healthzAddress: opts.healthzAddress,
+    metricsAddress: opts.metricsAddress,
     healthTimeoutMs: opts.healthTimeoutMs ?? 2 * Math.max(opts.resyncIntervalMs, 30_000),
     metrics,
     log,
@@ -165,7 +175,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       synced: () => controller?.status().synced ?? false,
       sourcesSynced: () => store.isSynced(),
       sourceHealthy: () => source.status?.() ?? { healthy: true },
-      nodeEligible: () => (source instanceof KubeSource ? source.isNodeEligible() : true),
+      nodeEligible: () => source.isNodeEligible?.() ?? true,
       mapFull: () => controller?.status().mapFull ?? {},
       dataPathAttached: () => {
         const missing = tc?.missingDevices() ?? [];
@@ -177,7 +187,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   // What this start creates, so a failure can take back exactly that.
   const freshPinPath = !existsSync(opts.pinPath);
-  const createdLinks: string[] = [];
+  // A new layout's map is pinned by the load below; a failed start unpins it
+  // again, and the older layout's pin (which a downgrade reads) is retired
+  // only once the start has succeeded.
+  const newPins = Object.values(versionedPinPaths(opts.pinPath)).filter((p) => !existsSync(p));
   let datapath: Datapath;
   try {
     datapath = await Datapath.open(opts.pinPath, opts.sizes, opts.maglevTableSize);
@@ -186,11 +199,38 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     if (freshPinPath) await cleanup(opts.pinPath).catch(() => undefined);
     throw err;
   }
-  let ctTimer: NodeJS.Timeout | undefined;
+  let ctExpiry: ConntrackExpiry | undefined;
   let healthServers: ServiceHealthServers | undefined;
   let sockDestroyer: SockDestroyer | undefined;
-  const dsrPeers = new DsrPeers(opts.clusterNodeCidrs ?? [], (entries) => datapath.setDsrPeers(entries));
+  // IPv6 peers on a device's link get managed neighbour entries: the backend
+  // node's proof of the sender (dsr-peers.ts, neighbourPeers).
+  const peerNeighbours = new PeerNeighbours(
+    { routeTo, set: setManagedNeighbour, del: deleteNeighbour },
+    (addr, err) => log.warn({ addr, err: String(err) }, 'could not keep a neighbour entry for a DSR peer'),
+  );
+  let neighbourScope: { devices: string[]; own: string[] } | undefined;
+  let config6: KprConfig6 | undefined;
+  const dsrPeers = new DsrPeers(
+    opts.clusterNodeCidrs ?? [],
+    (entries) => {
+      datapath.setDsrPeers(entries);
+      if (!neighbourScope) return;
+      void peerNeighbours.sync(neighbourPeers(entries, neighbourScope.own), neighbourScope.devices);
+      // IPv6 DSR only once there are IPv6 peers to trust it.
+      const dsr = dsr6Allowed(entries, neighbourScope.own);
+      if (config6 && config6.dsr !== dsr) datapath.writeConfig6((config6 = { ...config6, dsr }));
+    },
+    datapath.dsrPeers(),
+  );
+  // Every hook this start changes keeps what it ran before, and every node
+  // setting what it held, until the start has gone through: a failed start
+  // puts the older programs and settings back.
+  datapath.startJournal();
   try {
+    // --- upgrade: maps whose layout changed are copied into their new
+    // version before any program of this build is swapped in (docs/deploy.md).
+    const migration = migrate(opts.pinPath, (name) => Object.values(datapath.maps).find((m) => m.name === name)!);
+    if (migration.migrated.length) log.info({ migrated: migration.migrated }, 'migrated pinned maps to this build\'s layouts');
     const reconciler = new Reconciler(datapath.maps);
     const adopted = reconciler.adopt();
     log.info({ pinPath: opts.pinPath, ...adopted }, 'opened pinned maps');
@@ -207,9 +247,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     };
 
     if (opts.connectTimeLb && cgroup) {
+      // Before the hooks: from their first connect() they know the node's own sockets.
+      const nodeNetns = datapath.writeSockConfig();
       const report = await datapath.attachSockHooks(cgroup);
-      for (const r of report) if (r.action !== 'updated') createdLinks.push(`cgroup_${r.hook}`);
-      log.info({ cgroup, hooks: report }, 'connect-time hooks attached');
+      log.info({ cgroup, hooks: report, nodeNetnsCookie: String(nodeNetns) }, 'connect-time hooks attached');
       sockDestroyer = SockDestroyer.open({
         pinPath: opts.pinPath,
         sizes: opts.sizes,
@@ -222,22 +263,41 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
     // Per-packet NAT: settings first, then programs on the devices.
     const devices = opts.devices ?? [];
-    let nodeIPs = opts.nodeIPs ?? [];
-    if (nodeIPs.length === 0 && devices.length > 0) nodeIPs = await deviceAddresses(devices);
-    if (devices.length > 0 && nodeIPs.length === 0) throw new Error(`no IPv4 address on ${devices.join(', ')}: give --node-ip`);
-    const [cidrAddr, cidrLen] = (opts.clusterCidr ?? '0.0.0.0/0').split('/');
+    // NodePorts and the per-packet path serve both families, each SNATing
+    // to the node's first address of that family.
+    // A single-stack node (IPv6-only, say) serves the other family's
+    // ClusterIPs as kube-proxy does, but has no NodePort or SNAT source
+    // there: the translation notes each such NodePort, the data path drops
+    // what would need that SNAT.
+    const nodeIPs4 = nodeIPs.filter((a) => addrFamily(a) === 4);
+    const nodeIPs6 = nodeIPs.filter((a) => addrFamily(a) === 6);
+    metrics.nodeAddresses.set({ family: 'IPv4' }, nodeIPs4.length);
+    metrics.nodeAddresses.set({ family: 'IPv6' }, nodeIPs6.length);
+    if (nodeIPs.length > 0) {
+      for (const [family, ips] of [['IPv4', nodeIPs4], ['IPv6', nodeIPs6]] as const) {
+        if (ips.length === 0) log.warn({ family, nodeIPs }, `this node has no ${family} address: ${family} NodePorts and ${family} SNAT are off; ${family} ClusterIPs, external and LB IPs are still served`);
+      }
+    }
     datapath.writeConfig({
-      nodeIP: nodeIPs[0] ?? '0.0.0.0',
-      clusterCidr: cidrAddr ?? '0.0.0.0',
-      clusterCidrLen: opts.clusterCidr ? Number(cidrLen) : 0,
+      nodeIP: nodeIPs4[0] ?? '0.0.0.0',
+      clusterCidr: opts.clusterCidr?.addr ?? '0.0.0.0',
+      clusterCidrLen: opts.clusterCidr?.len ?? 0,
       snatPortMin: opts.snatPortRange?.[0] ?? 61000,
       snatPortMax: opts.snatPortRange?.[1] ?? 65535,
       flags: NODEPORT_MODES[opts.nodePortMode ?? 'snat'],
     });
+    config6 = {
+      nodeIP: nodeIPs6[0] ?? '::',
+      clusterCidr: opts.clusterCidr6?.addr ?? '::',
+      clusterCidrLen: opts.clusterCidr6?.len ?? 0,
+      dsr: false,
+    };
+    datapath.writeConfig6(config6);
     datapath.setNodeIPs(nodeIPs);
     datapath.setDsrOptout(opts.dsrOptoutCidrs ?? []);
-    // This node's own addresses until a source lists the Node objects.
-    dsrPeers.setNodeAddresses(nodeIPs);
+    // This node's own addresses, beside what is pinned, until a source lists the Node objects.
+    neighbourScope = { devices, own: nodeIPs };
+    dsrPeers.setOwnAddresses(nodeIPs);
     if (devices.length > 0 || opts.workloadIfaces) {
       tc = new TcAttacher(datapath, { devices, workloadIfaces: opts.workloadIfaces, log });
       await tc.start();
@@ -245,24 +305,21 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     }
     const ctEvery = opts.ctScanIntervalMs ?? 10_000;
     if (ctEvery > 0) {
-      const scanner = new ConntrackScanner(maps.ct);
-      // One scan at a time: a slow one is not stacked under the next tick.
-      let scanning = false;
-      ctTimer = setInterval(() => {
-        if (scanning) return;
-        scanning = true;
-        scanner
-          .scan()
-          .then((r) => {
-            metrics.mapEntries.set({ map: maps.ct.name }, r.fwd + r.rev);
-            metrics.conntrackEntries.set({ type: 'fwd' }, r.fwd);
-            metrics.conntrackEntries.set({ type: 'rev' }, r.rev);
-            metrics.conntrackExpired.inc(r.expired);
-          })
-          .catch((err: unknown) => log.error({ err }, 'conntrack scan failed'))
-          .finally(() => (scanning = false));
-      }, ctEvery);
-      ctTimer.unref();
+      // The scan runs on its own thread, through its own descriptor of the pinned map.
+      ctExpiry = await ConntrackExpiry.start({
+        path: mapPinPath(opts.pinPath, maps.ct.name),
+        path6: mapPinPath(opts.pinPath, maps.ct6.name),
+        everyMs: ctEvery,
+        log,
+        onScan: (r) => {
+          const v6 = r.ipv6 ? r.ipv6.fwd + r.ipv6.rev : 0;
+          metrics.mapEntries.set({ map: maps.ct.name }, r.fwd + r.rev - v6);
+          metrics.mapEntries.set({ map: maps.ct6.name }, v6);
+          metrics.conntrackEntries.set({ type: 'fwd' }, r.fwd);
+          metrics.conntrackEntries.set({ type: 'rev' }, r.rev);
+          metrics.conntrackExpired.inc(r.expired);
+        },
+      });
     }
     metrics.mapCapacity.set({ map: maps.ct.name }, maps.ct.maxEntries);
     const healthTargets = new HealthTargets(store, opts.nodeName);
@@ -312,6 +369,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     controller.start();
 
     await source.start(store);
+    // --- upgrade: every hook runs this build's programs and the start went
+    // through; the old layouts go (a failure here still rolls back), then
+    // the programs swapped out, which cannot fail the start any more.
+    const retired = migration.retire();
+    if (retired.length) log.info({ retired }, 'unpinned the previous layouts of migrated maps');
+    for (const e of datapath.commitJournal()) log.warn({ err: e.message }, 'cannot let go of what the start replaced');
     log.info({ source: source.name, maps: ALL_MAPS }, 'kpr running');
   } catch (err) {
     // Take back what this start did: a first start leaves nothing; a
@@ -321,28 +384,19 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     await source.stop().catch(() => undefined);
     controller?.stop();
     await tc?.stop().catch(() => undefined);
-    if (ctTimer) clearInterval(ctTimer);
+    await ctExpiry?.stop().catch(() => undefined);
     healthServers?.close();
     await http.stop();
     sockDestroyer?.close();
+    // Before the objects close (the swap back checks the link still runs
+    // this start's program): each link and tc filter gets back the program
+    // it ran before, or goes if this start added it; settings as they were.
+    for (const e of datapath.rollbackJournal()) log.error({ err: e.message }, 'rollback: cannot put back what this start changed');
     datapath.close();
     if (freshPinPath) {
       await cleanup(opts.pinPath).catch((e: unknown) => log.error({ err: e }, 'rollback: cleanup failed'));
     } else {
-      for (const name of createdLinks) {
-        const pin = join(opts.pinPath, LINKS_DIR, name);
-        try {
-          const fd = bpf.objGet(pin);
-          try {
-            bpf.linkDetach(fd);
-          } finally {
-            bpf.closeFd(fd);
-          }
-          await unlink(pin);
-        } catch (e) {
-          log.error({ err: e, pin }, 'rollback: cannot detach a link this start created');
-        }
-      }
+      for (const p of newPins) await unlink(p).catch(() => undefined);
     }
     throw err;
   }
@@ -359,7 +413,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       await source.stop();
       controller.stop();
       await tc?.stop();
-      if (ctTimer) clearInterval(ctTimer);
+      await ctExpiry?.stop();
       healthServers?.close();
       await http.stop();
       sockDestroyer?.close();

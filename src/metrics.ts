@@ -34,6 +34,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly nodeAddresses = new Gauge({
+    name: 'kpr_node_addresses',
+    help: "This node's addresses per family (--node-ip, else --devices'); 0: that family has no NodePorts and no SNAT",
+    labelNames: ['family'] as const,
+    registers: [this.registry],
+  });
+
   readonly mapEntries = new Gauge({
     name: 'kpr_bpf_map_entries',
     help: 'Entries in each BPF map',

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shopt -s nullglob
-files=(test/unit/*.test.ts test/integration/*.test.ts test/kube/*.test.ts test/bench/*.test.ts)
+files=(test/unit/*.test.ts test/integration/*.test.ts test/kube/*.test.ts bench/test/*.test.ts)
 exec node --import tsx --test --test-concurrency=1 --test-timeout=600000 "${files[@]}"

@@ -18,6 +18,7 @@
 #include <net/if.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -183,13 +184,27 @@ struct Bytes {
   size_t len;
 };
 
-int ArgInt(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what) {
+// A JavaScript number that must be an integer within [lo, hi].
+int64_t ArgInteger(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what, int64_t lo,
+                   int64_t hi) {
   if (i >= info.Length() || !info[i].IsNumber())
     throw ArgError<Napi::TypeError>(info.Env(), op, std::string(what) + " must be a number");
   double d = info[i].As<Napi::Number>().DoubleValue();
-  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < INT32_MIN || d > UINT32_MAX)
-    throw ArgError<Napi::RangeError>(info.Env(), op, std::string(what) + " must be a 32-bit integer");
-  return static_cast<int>(static_cast<int64_t>(d));
+  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < static_cast<double>(lo) || d > static_cast<double>(hi))
+    throw ArgError<Napi::RangeError>(info.Env(), op,
+                                     std::string(what) + " must be an integer from " + std::to_string(lo) + " to " +
+                                         std::to_string(hi));
+  return static_cast<int64_t>(d);
+}
+
+// A C int: an fd, an ifindex, an errno.
+int ArgInt(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what) {
+  return static_cast<int>(ArgInteger(info, i, op, what, INT32_MIN, INT32_MAX));
+}
+
+// A __u32 of the kernel's API: flags, ids, sizes, counts, a tc handle or priority.
+uint32_t ArgU32(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what) {
+  return static_cast<uint32_t>(ArgInteger(info, i, op, what, 0, UINT32_MAX));
 }
 
 int ArgFd(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what = "fd") {
@@ -198,10 +213,17 @@ int ArgFd(const Napi::CallbackInfo& info, size_t i, const char* op, const char* 
   return fd;
 }
 
-// Optional trailing integer (undefined/null → default).
+bool ArgAbsent(const Napi::CallbackInfo& info, size_t i) {
+  return i >= info.Length() || info[i].IsUndefined() || info[i].IsNull();
+}
+
+// Optional trailing integers (undefined/null → default).
 int ArgOptInt(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what, int dflt) {
-  if (i >= info.Length() || info[i].IsUndefined() || info[i].IsNull()) return dflt;
-  return ArgInt(info, i, op, what);
+  return ArgAbsent(info, i) ? dflt : ArgInt(info, i, op, what);
+}
+
+uint32_t ArgOptU32(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what, uint32_t dflt) {
+  return ArgAbsent(info, i) ? dflt : ArgU32(info, i, op, what);
 }
 
 std::string ArgStr(const Napi::CallbackInfo& info, size_t i, const char* op, const char* what) {
@@ -421,13 +443,18 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   std::string path_;
 };
 
-// openObject(path, { pinRoot?, maxEntries? }) → BpfObject
+// openObject(path, { pinRoot?, maxEntries?, pinPaths? }) → BpfObject
+// pinPaths overrides where a pinned map lives (a versioned pin name): the
+// map is reused from, or created and pinned at, that path instead of
+// <pinRoot>/<map name>.
 Napi::Value OpenObject(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgStr(info, 0, "bpf_object__open_file", "path");
   std::string pinRoot;
   Napi::Object maxEntries;
   bool haveMax = false;
+  Napi::Object pinPaths;
+  bool havePins = false;
   if (info.Length() > 1 && info[1].IsObject()) {
     Napi::Object opts = info[1].As<Napi::Object>();
     Napi::Value pr = opts.Get("pinRoot");
@@ -440,6 +467,12 @@ Napi::Value OpenObject(const Napi::CallbackInfo& info) {
       if (!me.IsObject()) throw ArgError<Napi::TypeError>(env, "bpf_map__set_max_entries", "opts.maxEntries must be an object");
       maxEntries = me.As<Napi::Object>();
       haveMax = true;
+    }
+    Napi::Value pp = opts.Get("pinPaths");
+    if (!pp.IsUndefined() && !pp.IsNull()) {
+      if (!pp.IsObject()) throw ArgError<Napi::TypeError>(env, "bpf_map__set_pin_path", "opts.pinPaths must be an object");
+      pinPaths = pp.As<Napi::Object>();
+      havePins = true;
     }
   }
 
@@ -470,6 +503,22 @@ Napi::Value OpenObject(const Napi::CallbackInfo& info) {
                         "object '" + path + "' has no map '" + name + "' (maxEntries)");
       int r = bpf_map__set_max_entries(map, static_cast<uint32_t>(d));
       if (r) throw MakeError(env, "bpf_map__set_max_entries", ErrOf(r), "map '" + name + "'");
+    }
+  }
+
+  if (havePins) {
+    Napi::Array names = pinPaths.GetPropertyNames();
+    for (uint32_t i = 0; i < names.Length(); i++) {
+      std::string name = names.Get(i).ToString().Utf8Value();
+      Napi::Value v = pinPaths.Get(name);
+      if (!v.IsString())
+        throw ArgError<Napi::TypeError>(env, "bpf_map__set_pin_path", "pinPaths['" + name + "'] must be a string");
+      // An object that does not declare this map has nothing to re-pin.
+      bpf_map* map = bpf_object__find_map_by_name(obj, name.c_str());
+      if (!map) continue;
+      std::string pin = v.As<Napi::String>().Utf8Value();
+      int r = bpf_map__set_pin_path(map, pin.c_str());
+      if (r) throw MakeError(env, "bpf_map__set_pin_path", ErrOf(r), "map '" + name + "' at '" + pin + "'");
     }
   }
 
@@ -522,7 +571,7 @@ Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
   MapMeta m = GetMapMeta(env, ArgFd(info, 0, op));
   Bytes key = ArgBytes(info, 1, op, "key");
   Bytes val = ArgBytes(info, 2, op, "value");
-  int flags = ArgOptInt(info, 3, op, "flags", BPF_ANY);
+  uint32_t flags = ArgOptU32(info, 3, op, "flags", BPF_ANY);
   CheckLen(env, m, op, "key", key.len, m.keySize);
   CheckLen(env, m, op, "value", val.len, m.valueSize);
   int r = bpf_map_update_elem(m.fd, key.data, val.data, static_cast<__u64>(flags));
@@ -569,9 +618,7 @@ Napi::Error WithProcessed(Napi::Error e, uint32_t processed) {
 }
 
 uint32_t ArgCount(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  int c = ArgInt(info, i, op, "count");
-  if (c < 0) throw ArgError<Napi::RangeError>(info.Env(), op, "count must be >= 0");
-  return static_cast<uint32_t>(c);
+  return ArgU32(info, i, op, "count");
 }
 
 Napi::Value MapUpdateBatch(const Napi::CallbackInfo& info) {
@@ -581,7 +628,7 @@ Napi::Value MapUpdateBatch(const Napi::CallbackInfo& info) {
   Bytes keys = ArgBytes(info, 1, op, "keys");
   Bytes vals = ArgBytes(info, 2, op, "values");
   uint32_t count = ArgCount(info, 3, op);
-  int flags = ArgOptInt(info, 4, op, "flags", BPF_ANY);
+  uint32_t flags = ArgOptU32(info, 4, op, "flags", BPF_ANY);
   CheckLen(env, m, op, "keys", keys.len, count * m.keySize);
   CheckLen(env, m, op, "values", vals.len, count * m.valueSize);
   if (count == 0) return Napi::Number::New(env, 0);
@@ -754,21 +801,20 @@ Napi::Value MapLookupBatch(const Napi::CallbackInfo& info) {
 Napi::Value MapCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "bpf_map_create";
-  int type = ArgInt(info, 0, op, "type");
-  int keySize = ArgInt(info, 1, op, "keySize");
-  int valueSize = ArgInt(info, 2, op, "valueSize");
-  int maxEntries = ArgInt(info, 3, op, "maxEntries");
+  uint32_t type = ArgU32(info, 0, op, "type");
+  uint32_t keySize = ArgU32(info, 1, op, "keySize");
+  uint32_t valueSize = ArgU32(info, 2, op, "valueSize");
+  uint32_t maxEntries = ArgU32(info, 3, op, "maxEntries");
   std::string name = info.Length() > 4 && info[4].IsString() ? info[4].As<Napi::String>().Utf8Value() : "";
-  int flags = ArgOptInt(info, 5, op, "flags", 0);
-  if (keySize < 0 || valueSize <= 0 || maxEntries <= 0)
-    throw ArgError<Napi::RangeError>(env, op, "keySize >= 0, valueSize > 0 and maxEntries > 0 are required");
+  uint32_t flags = ArgOptU32(info, 5, op, "flags", 0);
+  if (valueSize == 0 || maxEntries == 0)
+    throw ArgError<Napi::RangeError>(env, op, "valueSize > 0 and maxEntries > 0 are required");
   if (name.size() >= BPF_OBJ_NAME_LEN)
     throw ArgError<Napi::RangeError>(env, op, "name must be shorter than 16 bytes");
   KPR_OPTS(bpf_map_create_opts, mo);
-  mo.map_flags = static_cast<__u32>(flags);
-  int fd = bpf_map_create(static_cast<bpf_map_type>(type), name.empty() ? nullptr : name.c_str(),
-                          static_cast<__u32>(keySize), static_cast<__u32>(valueSize),
-                          static_cast<__u32>(maxEntries), &mo);
+  mo.map_flags = flags;
+  int fd = bpf_map_create(static_cast<bpf_map_type>(type), name.empty() ? nullptr : name.c_str(), keySize, valueSize,
+                          maxEntries, &mo);
   if (fd < 0)
     throw MakeError(env, op, ErrOf(fd),
                     "type " + std::to_string(type) + " name '" + name + "' key " + std::to_string(keySize) +
@@ -779,9 +825,19 @@ Napi::Value MapCreate(const Napi::CallbackInfo& info) {
 // An inner map by id (what a map-in-map lookup returns), to read it back.
 Napi::Value MapGetFdById(const Napi::CallbackInfo& info) {
   const char* op = "bpf_map_get_fd_by_id";
-  int id = ArgInt(info, 0, op, "id");
-  int fd = bpf_map_get_fd_by_id(static_cast<__u32>(id));
+  uint32_t id = ArgU32(info, 0, op, "id");
+  int fd = bpf_map_get_fd_by_id(id);
   if (fd < 0) throw MakeError(info.Env(), op, ErrOf(fd), "map id " + std::to_string(id));
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// A program by id (what a link or tc filter reports running), to hold it
+// while it is swapped out and put it back if the swap must be undone.
+Napi::Value ProgGetFdById(const Napi::CallbackInfo& info) {
+  const char* op = "bpf_prog_get_fd_by_id";
+  uint32_t id = ArgU32(info, 0, op, "id");
+  int fd = bpf_prog_get_fd_by_id(id);
+  if (fd < 0) throw MakeError(info.Env(), op, ErrOf(fd), "prog id " + std::to_string(id));
   return Napi::Number::New(info.Env(), fd);
 }
 
@@ -1016,46 +1072,47 @@ Napi::Value TcAttach(const Napi::CallbackInfo& info) {
   return out;
 }
 
-Napi::Value TcDetach(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const char* op = "bpf_tc_detach";
-  int ifindex = ArgInt(info, 0, op, "ifindex");
-  bpf_tc_attach_point dir = TcDirection(info, 1, op);
-  uint32_t handle = static_cast<uint32_t>(ArgInt(info, 2, op, "handle"));
-  uint32_t prio = static_cast<uint32_t>(ArgInt(info, 3, op, "priority"));
+// The (device, direction, handle, priority) of one filter: the arguments
+// tcDetach and tcQuery share, checked.
+struct TcFilter {
+  int ifindex;
+  bpf_tc_attach_point dir;
+  uint32_t handle, prio;
+  std::string Ctx() const { return TcCtx(ifindex, dir, handle, prio); }
+};
+
+TcFilter ArgTcFilter(const Napi::CallbackInfo& info, const char* op) {
+  TcFilter f{ArgInt(info, 0, op, "ifindex"), TcDirection(info, 1, op), ArgU32(info, 2, op, "handle"),
+             ArgU32(info, 3, op, "priority")};
+  TcCheckIdent(info, op, f.ifindex, f.handle, f.prio);
+  return f;
+}
+
+// Runs bpf_tc_detach or bpf_tc_query on one filter. ENOENT (no such filter)
+// and EINVAL (no clsact qdisc, see TcCheckIdent) are returned, not thrown.
+int TcFilterOp(const Napi::CallbackInfo& info, const char* op, int (*call)(const bpf_tc_hook*, bpf_tc_opts*),
+               bpf_tc_opts* to) {
+  TcFilter f = ArgTcFilter(info, op);
   KPR_OPTS(bpf_tc_hook, hook);
-  hook.ifindex = ifindex;
-  hook.attach_point = dir;
+  hook.ifindex = f.ifindex;
+  hook.attach_point = f.dir;
+  to->handle = f.handle;
+  to->priority = f.prio;
+  int r = call(&hook, to);
+  if (r && ErrOf(r) != ENOENT && ErrOf(r) != EINVAL) throw MakeError(info.Env(), op, ErrOf(r), f.Ctx());
+  return r;
+}
+
+Napi::Value TcDetach(const Napi::CallbackInfo& info) {
   KPR_OPTS(bpf_tc_opts, to);
-  to.handle = handle;
-  to.priority = prio;
-  TcCheckIdent(info, op, ifindex, handle, prio);
-  int r = bpf_tc_detach(&hook, &to);
-  if (r && ErrOf(r) != ENOENT && ErrOf(r) != EINVAL) throw MakeError(env, op, ErrOf(r), TcCtx(ifindex, dir, handle, prio));
-  return env.Undefined();
+  TcFilterOp(info, "bpf_tc_detach", [](const bpf_tc_hook* h, bpf_tc_opts* o) { return bpf_tc_detach(h, o); }, &to);
+  return info.Env().Undefined();
 }
 
 Napi::Value TcQuery(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const char* op = "bpf_tc_query";
-  int ifindex = ArgInt(info, 0, op, "ifindex");
-  bpf_tc_attach_point dir = TcDirection(info, 1, op);
-  uint32_t handle = static_cast<uint32_t>(ArgInt(info, 2, op, "handle"));
-  uint32_t prio = static_cast<uint32_t>(ArgInt(info, 3, op, "priority"));
-  KPR_OPTS(bpf_tc_hook, hook);
-  hook.ifindex = ifindex;
-  hook.attach_point = dir;
   KPR_OPTS(bpf_tc_opts, to);
-  to.handle = handle;
-  to.priority = prio;
-  TcCheckIdent(info, op, ifindex, handle, prio);
-  int r = bpf_tc_query(&hook, &to);
-  if (r) {
-    int e = ErrOf(r);
-    if (e == ENOENT || e == EINVAL) return env.Null();
-    throw MakeError(env, op, e, TcCtx(ifindex, dir, handle, prio));
-  }
-  return Napi::Number::New(env, to.prog_id);
+  if (TcFilterOp(info, "bpf_tc_query", bpf_tc_query, &to)) return info.Env().Null();
+  return Napi::Number::New(info.Env(), to.prog_id);
 }
 
 Napi::Value TcxAttach(const Napi::CallbackInfo& info) {
@@ -1193,6 +1250,25 @@ Napi::Value IterRead(const Napi::CallbackInfo& info) {
   return CopyBuf(env, reinterpret_cast<const uint8_t*>(r.out.data()), r.out.size());
 }
 
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+// netnsCookie(): the cookie of the caller's network namespace, the value
+// bpf_get_netns_cookie() gives for sockets in it (Linux 5.14+).
+Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw MakeError(env, "socket", errno, "AF_UNIX socket for SO_NETNS_COOKIE");
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  int rc = getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+  int e = errno;
+  close(fd);
+  if (rc != 0) throw MakeError(env, "getsockopt", e, "SO_NETNS_COOKIE");
+  return Napi::BigInt::New(env, cookie);
+}
+
 Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
   std::string name = ArgStr(info, 0, "if_nametoindex", "name");
   unsigned idx = if_nametoindex(name.c_str());
@@ -1233,6 +1309,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"progTestRun", ProgTestRun},       {"ifNameToIndex", IfNameToIndex},
       {"errnoName", ErrnoNameJs},         {"iterRead", IterRead},
       {"mapCreate", MapCreate},           {"mapGetFdById", MapGetFdById},
+      {"netnsCookie", NetnsCookie},       {"progGetFdById", ProgGetFdById},
   };
   for (const Fn& f : fns) exports.Set(f.name, Napi::Function::New(env, f.fn, f.name));
   return exports;

@@ -5,13 +5,19 @@
  * counter indexes. The map definitions are in maps.h.
  *
  * Constants are enums, not #defines, so they reach the objects' BTF:
- * scripts/check-abi.ts reads the BTF of the compiled objects at build time
+ * bpf/check-abi.ts reads the BTF of the compiled objects at build time
  * and fails the build when a size, an offset or a value differs from the
- * TypeScript side (src/datapath/abi.ts, codec.ts, layout.ts). The
+ * TypeScript side (src/datapath/abi.ts, whose tables codec.ts encodes with). The
  * _Static_asserts below pin the layouts here as well.
  *
  * Byte order convention, chosen so `bpftool map dump` is readable:
  *   addresses are network order (__be32), ports are HOST order (__u16).
+ *
+ * Pinned maps outlive a kpr version. A change to what a pinned map's
+ * entries mean (a layout, or where entries live) must bump that map's
+ * layout version in src/datapath/migrate.ts and add a migration step, so
+ * an upgrade converts the old entries instead of misreading them
+ * (docs/deploy.md, "Upgrades"). kpr_v4_nat_be is at layout 2.
  */
 #ifndef KPR_ABI_H
 #define KPR_ABI_H
@@ -191,6 +197,7 @@ enum ct_tcp_flag {
 	CT_TCP_ACK = 0x02,
 	CT_TCP_FIN = 0x04,
 	CT_TCP_RST = 0x08,
+	CT_TCP_TS = 0x10,	/* REV, client: be_ordinal holds its TIME_WAIT mark (snat.h) */
 };
 
 struct ct_val {
@@ -207,7 +214,8 @@ struct ct_val {
 	__be32 nat_saddr;
 	__u16 nat_port;
 	__u16 nat_sport;
-	__u32 be_ordinal;	/* FWD: ordinal the backend was picked at */
+	__u32 be_ordinal;	/* FWD: ordinal the backend was picked at;
+				 * REV, TCP: the client's newest TSval (snat_tw_note) */
 };
 
 struct frag_key {
@@ -233,9 +241,39 @@ struct kpr_config {
 	__u32 flags;
 };
 
+/*
+ * Settings of the connect-time hooks (kpr_sock_config, one entry). The
+ * node's own sockets are those in kpr's network namespace: its cookie
+ * (SO_NETNS_COOKIE, as bpf_get_netns_cookie() reports it), 0 until kpr
+ * has written it, which matches no socket.
+ */
+struct kpr_sock_config {
+	__u64 node_netns_cookie;
+};
+
 struct lpm_v4_key {
 	__u32 prefixlen;
 	__be32 addr;
+};
+
+/* kpr_sock_destroy_be key (sock_destroy.bpf.c): a backend that left a
+ * Service, written by the controller for one iterator run. */
+struct sock_destroy_key {
+	__u32 svc_id;
+	__be32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+/* What the socket iterators print: one record per socket they aborted. */
+struct sock_destroy_rec {
+	__u64 cookie;
+	__be32 addr;
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+	__s32 err;	/* bpf_sock_destroy() result, 0 = destroyed */
+	__u32 svc_id;
 };
 
 enum kpr_stat {
@@ -257,7 +295,7 @@ enum kpr_stat {
 	STAT_TC_DSR_FWD,	/* DSR, ingress node: request sent on with the service option */
 	STAT_TC_DSR_LEARN,	/* DSR, backend node: flow learnt from the option */
 	STAT_TC_DSR_REPLY,	/* DSR, backend node: reply sent straight to the client */
-	STAT_TC_FRAG_NEEDED,	/* ICMP frag-needed sent: no room for the DSR option */
+	STAT_TC_FRAG_NEEDED,	/* frag-needed or ICMPv6 Packet Too Big sent: no room for the DSR option */
 	STAT_TC_DSR_FALLBACK,	/* DSR flow sent via SNAT (fragment, options, too big) */
 	STAT_TC_CT_COLLISION,	/* new flow's own tuple held by another flow: masqueraded */
 	STAT_TC_CT_RACE,	/* another CPU created the flow first; its entries used */
@@ -265,6 +303,10 @@ enum kpr_stat {
 	STAT_SOCK_UDP_STICKY,	/* unconnected UDP datagram kept on its conversation's backend */
 	STAT_SOCK_SLOT_OVERFLOW,	/* socket slots full: a conversation moved to kpr_v4_sk_nat */
 	STAT_SOCK_DROP_POLICY,	/* connect-time: traffic policy Local, no local endpoint */
+	STAT_TC_V6_UNPARSED,	/* tc: IPv6 packet not parsed (truncated, ext-header chain too long): passed */
+	STAT_TC_V6_FRAG,	/* tc: IPv6 fragment passed untranslated (not TCP/UDP right after the fragment header) */
+	STAT_TC_CT_REV_CLOSED,	/* tc: a closed flow's REV entry dropped for a new direct connection on its tuple */
+	STAT_TC_SNAT_NO_ADDR,	/* tc: a flow needing SNAT dropped: the node has no address of its family */
 	STAT_MAX = 32,
 };
 
@@ -300,7 +342,185 @@ KPR_ABI_SIZE(frag_key, 12);
 KPR_ABI_SIZE(kpr_config, 20);
 KPR_ABI_OFF(kpr_config, snat_port_min, 12);
 KPR_ABI_OFF(kpr_config, flags, 16);
+KPR_ABI_SIZE(kpr_sock_config, 8);
 KPR_ABI_SIZE(lpm_v4_key, 8);
-_Static_assert(STAT_SOCK_DROP_POLICY < STAT_MAX, "kpr_stats has room for every counter");
+KPR_ABI_SIZE(sock_destroy_key, 12);
+KPR_ABI_SIZE(sock_destroy_rec, 24);
+KPR_ABI_OFF(sock_destroy_rec, err, 16);
+_Static_assert(STAT_TC_SNAT_NO_ADDR < STAT_MAX, "kpr_stats has room for every counter");
+
+
+/*
+ * IPv6 twins (kpr_v6_* maps, maps6.h), laid out like Calico's cali_v6_*:
+ * the IPv4 struct with each address widened to 16 bytes. What does not
+ * hold an address is shared: nat_fe_val, nat_be_key, svc_meta, the flags
+ * and the counters. A Service port has one id in both families; each
+ * family has its own backend ordinals in its own nat_be map.
+ */
+struct nat_fe6_key {
+	__u32 prefixlen;
+	__be32 addr[4];
+	__u16 port;
+	__u8 proto;
+	__be32 saddr[4];
+	__u8 pad;
+} __attribute__((packed));
+
+enum nat_fe6_prefix {
+	NAT_FE6_PREFIX_BASE = 152,	/* addr + port + proto */
+	NAT_FE6_PREFIX_FULL = 152 + 128,
+};
+
+struct nat_be6_val {
+	__be32 addr[4];
+	__u16 port;
+	__u16 flags;	/* NAT_BE_F_* */
+};
+
+struct sk_lb6_slot {
+	__be32 vip[4];		/* all zero = free slot */
+	__be32 be_addr[4];
+	__u16 vport;
+	__u16 be_port;
+	__u8 flags;		/* SK_LB_F_* */
+	__u8 pad[3];
+	__u32 svc_id;
+	__u32 ordinal;		/* where be was last seen in kpr_v6_nat_be */
+	__u64 last_used;
+};
+
+struct sk_lb6_state {
+	struct sk_lb6_slot slot[SK_LB_SLOTS];
+};
+
+struct sk_nat6_key {
+	__u64 cookie;
+	__be32 addr[4];
+	__u16 port;
+	__u16 pad;
+	__u32 pad2;
+};
+
+struct sk_nat6_val {
+	__be32 addr[4];
+	__u16 port;
+	__u16 pad;
+};
+
+/* client: the netns cookie in client[0..1] (AFF_CLIENT_NETNS), or the
+ * client's address (AFF_CLIENT_ADDR). */
+struct aff6_key {
+	__u32 svc_id;
+	__u32 kind;
+	__be32 client[4];
+};
+
+struct aff6_val {
+	struct nat_be6_val be;
+	__u32 ordinal;
+	__u64 last_used;
+};
+
+struct ct6_key {
+	__u8 proto;
+	__u8 pad[3];
+	__be32 addr_a[4];
+	__be32 addr_b[4];
+	__u16 port_a;
+	__u16 port_b;
+};
+
+/* ct_val with 16-byte addresses; the fields mean the same. */
+struct ct6_val {
+	__u8 type;
+	__u8 flags;
+	__u8 tcp_client;
+	__u8 tcp_server;
+	__u32 svc_id;
+	__u64 created;
+	__u64 last_seen;
+	__be32 nat_addr[4];
+	__be32 nat_saddr[4];
+	__u16 nat_port;
+	__u16 nat_sport;
+	__u32 be_ordinal;
+};
+
+/* kpr_sock_destroy_be6 key (sock_destroy.bpf.c): an IPv6 backend that left
+ * a Service. Records stay struct sock_destroy_rec (addr 0 for IPv6). */
+struct sock_destroy6_key {
+	__u32 svc_id;
+	__be32 addr[4];
+	__u16 port;
+	__u16 pad;
+};
+
+/* kpr_v6_config: what the per-packet path needs about this node's IPv6
+ * side. SNAT ports and the NodePort mode stay in kpr_config, shared. */
+struct kpr_config6 {
+	__be32 node_ip[4];	/* SNAT source (all zero: no IPv6 SNAT) */
+	__be32 cluster_cidr[4];	/* pod network: sources inside it are "internal" */
+	__u8 cluster_cidr_len;
+	__u8 flags;		/* KPR_CFG6_F_* */
+	__u8 pad[2];
+};
+
+enum kpr_config6_flag {
+	/* This node knows IPv6 peers besides itself, so the nodes trust
+	 * each other's IPv6 DSR header: without, IPv6 NodePorts keep SNAT. */
+	KPR_CFG6_F_DSR = 0x01,
+};
+
+/* kpr_v6_dsr_peers key: lpm_v4_key's IPv6 twin. */
+struct lpm_v6_key {
+	__u32 prefixlen;
+	__be32 addr[4];
+};
+
+/* kpr_v6_node_ips key: one of this node's IPv6 addresses. */
+struct node_ip6_key {
+	__be32 addr[4];
+};
+
+/* kpr_v6_frag key: frag_key with IPv6 addresses and the fragment header's
+ * 32-bit identification (network order). The value is struct frag_val. */
+struct frag6_key {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be32 id;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+KPR_ABI_SIZE(kpr_config6, 36);
+KPR_ABI_OFF(kpr_config6, cluster_cidr, 16);
+KPR_ABI_OFF(kpr_config6, cluster_cidr_len, 32);
+KPR_ABI_OFF(kpr_config6, flags, 33);
+KPR_ABI_SIZE(node_ip6_key, 16);
+KPR_ABI_SIZE(lpm_v6_key, 20);
+KPR_ABI_SIZE(frag6_key, 40);
+KPR_ABI_OFF(frag6_key, id, 32);
+KPR_ABI_OFF(frag6_key, proto, 36);
+KPR_ABI_SIZE(nat_fe6_key, 40);
+KPR_ABI_OFF(nat_fe6_key, addr, 4);
+KPR_ABI_OFF(nat_fe6_key, port, 20);
+KPR_ABI_OFF(nat_fe6_key, proto, 22);
+KPR_ABI_OFF(nat_fe6_key, saddr, 23);
+KPR_ABI_SIZE(nat_be6_val, 20);
+KPR_ABI_OFF(nat_be6_val, flags, 18);
+KPR_ABI_SIZE(sk_lb6_slot, 56);
+KPR_ABI_OFF(sk_lb6_slot, last_used, 48);
+KPR_ABI_SIZE(sk_nat6_key, 32);
+KPR_ABI_SIZE(sk_nat6_val, 20);
+KPR_ABI_SIZE(aff6_key, 24);
+KPR_ABI_SIZE(aff6_val, 32);
+KPR_ABI_OFF(aff6_val, last_used, 24);
+KPR_ABI_SIZE(ct6_key, 40);
+KPR_ABI_OFF(ct6_key, port_a, 36);
+KPR_ABI_SIZE(ct6_val, 64);
+KPR_ABI_OFF(ct6_val, nat_addr, 24);
+KPR_ABI_OFF(ct6_val, nat_port, 56);
+KPR_ABI_OFF(ct6_val, be_ordinal, 60);
+KPR_ABI_SIZE(sock_destroy6_key, 24);
 
 #endif /* KPR_ABI_H */

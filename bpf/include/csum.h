@@ -21,8 +21,8 @@ static __always_inline __u16 csum_fold32(__u64 sum)
 
 /*
  * One's-complement sum of `len` bytes at `start` (len a multiple of 2, at
- * most max_len), reading only inside [start, data_end). The loop bound is a
- * constant so the verifier accepts it.
+ * most CSUM_MAX_WORDS words), reading only inside [start, data_end). The
+ * loop bound is a constant so the verifier accepts it.
  */
 #define CSUM_MAX_WORDS	64	/* 128 bytes */
 
@@ -37,6 +37,39 @@ static __always_inline __u64 csum_add_words(void *start, void *data_end, __u32 l
 		if ((void *)(w + i + 1) > data_end)
 			break;
 		sum += w[i];
+	}
+	return sum;
+}
+
+/*
+ * One's-complement sum of `len` bytes of the packet from `off`, for
+ * messages longer than csum_add_words takes (an ICMPv6 error quoting
+ * extension headers). `len` is a multiple of CSUM_CHUNK, at most
+ * CSUM_CHUNKS_MAX chunks. Each chunk is copied out, so the data need not be
+ * linear, and summed by bpf_csum_diff; the result is a 32-bit partial sum
+ * (csum_fold32 it), or < 0 if the packet is shorter than that.
+ */
+#define CSUM_CHUNK	8
+#define CSUM_CHUNKS_MAX	160	/* 1280 bytes: IPv6's minimum MTU */
+
+static __always_inline __s64 csum_skb_range(struct __sk_buff *skb, __u32 off, __u32 len)
+{
+	__s64 sum = 0;
+
+	/* Hide what the caller knows of len: clang would otherwise drop the
+	 * constant bound, and the verifier cannot see that len is small. */
+	asm volatile("" : "+r"(len));
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < CSUM_CHUNKS_MAX; i++) {
+		__be32 chunk[CSUM_CHUNK / 4];
+
+		if ((__u32)i * CSUM_CHUNK >= len)
+			break;
+		if (bpf_skb_load_bytes(skb, off + i * CSUM_CHUNK, chunk, sizeof(chunk)))
+			return -1;
+		sum = bpf_csum_diff(NULL, 0, chunk, sizeof(chunk), (__u32)sum);
+		if (sum < 0)
+			return -1;
 	}
 	return sum;
 }

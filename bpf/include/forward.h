@@ -12,9 +12,6 @@
 #include <linux/pkt_cls.h>
 #include "nat_rewrite.h"
 
-#ifndef AF_INET
-#define AF_INET 2
-#endif
 
 static __always_inline int ip_decrease_ttl(struct __sk_buff *skb)
 {
@@ -31,6 +28,18 @@ static __always_inline int ip_decrease_ttl(struct __sk_buff *skb)
 	ip->ttl--;
 	new = *(__u16 *)&ip->ttl;
 	return bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, sizeof(new));
+}
+
+/* IPv6: the hop limit, which no checksum covers. */
+static __always_inline int ip6_decrease_hop_limit(struct __sk_buff *skb)
+{
+	__u32 off = ETH_HLEN + offsetof(struct ipv6hdr, hop_limit);
+	__u8 hl;
+
+	if (bpf_skb_load_bytes(skb, off, &hl, 1) || hl <= 1)
+		return -1;
+	hl--;
+	return bpf_skb_store_bytes(skb, off, &hl, 1, 0);
 }
 
 /*
@@ -65,11 +74,19 @@ static __noinline int nat_forward(struct __sk_buff *skb, const struct pkt *p)
 		 * it; with 0 the kernel checks the skb against the egress MTU
 		 * itself, and passes GSO skbs (they are segmented on egress). */
 		.tot_len = 0,
-		.ipv4_src = p->saddr,
-		.ipv4_dst = p->daddr,
 		.ifindex = skb->ingress_ifindex,
 	};
-	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	long rc;
+
+	if (p->family == AF_INET6) {
+		fib.family = AF_INET6;
+		ipv6_addr_copy(fib.ipv6_src, p->saddr6);
+		ipv6_addr_copy(fib.ipv6_dst, p->daddr6);
+	} else {
+		fib.ipv4_src = p->saddr;
+		fib.ipv4_dst = p->daddr;
+	}
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
 		/* Local delivery, or something only the stack knows how to do. */
@@ -78,7 +95,7 @@ static __noinline int nat_forward(struct __sk_buff *skb, const struct pkt *p)
 		return TC_ACT_OK;
 	}
 	/* TTL expiring: let the stack send time-exceeded. */
-	if (ip_decrease_ttl(skb))
+	if (p->family == AF_INET6 ? ip6_decrease_hop_limit(skb) : ip_decrease_ttl(skb))
 		return TC_ACT_OK;
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);

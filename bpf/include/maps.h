@@ -155,6 +155,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kpr_config SEC(".maps");
 
+/* The connect-time hooks' settings: which sockets are the node's own. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct kpr_sock_config);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpr_sock_config SEC(".maps");
+
 /* Clients in these CIDRs never get DSR (--dsr-optout-cidrs): they fall
  * back to SNAT, e.g. for networks that drop asymmetric traffic. */
 struct {
@@ -205,5 +214,9 @@ static __always_inline void stat_inc(__u32 idx)
 	if (v)
 		*v += 1;
 }
+
+/* Every object declares the same pinned maps, the IPv6 twins included, so
+ * the controller's max_entries overrides apply to each of them. */
+#include "maps6.h"
 
 #endif /* KPR_MAPS_H */

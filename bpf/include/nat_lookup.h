@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * Service lookup: frontend match and backend choice. Shared by the
- * connect-time hooks and (later) the per-packet tc programs, so both make the
- * same decision for the same flow.
+ * connect-time hooks (sock_lb.bpf.c) and the per-packet tc programs
+ * (tc_nat.bpf.c), so both make the same decision for the same flow.
  */
 #ifndef KPR_NAT_LOOKUP_H
 #define KPR_NAT_LOOKUP_H
@@ -33,10 +33,61 @@ nat_fe_lookup(__be32 daddr, __u16 dport, __u8 proto, __be32 saddr)
 }
 
 /*
- * sessionAffinity: the backend this client used last, if it is recent and
- * still sits at the same ordinal of the set in use (an endpoint change, or
- * a switch between the cluster and the local set, voids it).
+ * The family-neutral part of backend selection: which set of the frontend
+ * serves (the local set when the traffic policy says so, else the cluster
+ * set), or why none does. With no endpoint at all the Service rejects; with
+ * endpoints only on other nodes, Local policy drops (kube-proxy: REJECT vs
+ * DROP).
  */
+static __always_inline enum nat_verdict
+nat_pick_set(const struct nat_fe_val *fe, bool local_only, __u32 *base, __u32 *n)
+{
+	if (fe->count == NAT_FE_BLACKHOLE)
+		return NAT_BLACKHOLE;
+	*base = local_only ? NAT_BE_LOCAL_BASE : 0;
+	*n = local_only ? fe->local : fe->count;
+	if (*n == 0)
+		return fe->count == 0 && fe->local == 0 ? NAT_REJECT : NAT_DROP;
+	return NAT_FWD;
+}
+
+/*
+ * A backend of the set base..base+n-1 drawn uniformly at random, like
+ * kube-proxy's statistic match, from either family's nat_be map (both are
+ * keyed by struct nat_be_key). Returns the map value, NULL if none.
+ */
+static __always_inline void *nat_be_random(void *be_map, __u32 id, __u32 base, __u32 n, __u32 *ordinal)
+{
+	struct nat_be_key key = { .id = id, .ordinal = base + bpf_get_prandom_u32() % n };
+	void *found = bpf_map_lookup_elem(be_map, &key);
+
+	if (!found) {
+		/* The controller writes backends before it raises a count, so
+		 * a hole means someone edited the map by hand. The set's first
+		 * slot is the last to go; prefer it to refusing. */
+		stat_inc(STAT_SOCK_BE_MISSING);
+		key.ordinal = base;
+		found = bpf_map_lookup_elem(be_map, &key);
+	}
+	*ordinal = key.ordinal;
+	return found;
+}
+
+/*
+ * sessionAffinity, family-neutral part: is the client's last pick (at
+ * `ordinal`, last used at `last_used`) still inside the set in use and
+ * recent? The caller then checks that the same backend still sits there
+ * (an endpoint change, or a switch between the cluster and the local set,
+ * voids it).
+ */
+static __always_inline bool nat_affinity_fresh(const struct nat_fe_val *fe, __u32 ordinal, __u64 last_used,
+					       __u32 base, __u32 n)
+{
+	if (ordinal < base || ordinal - base >= n)
+		return false;
+	return bpf_ktime_get_ns() - last_used <= (__u64)fe->affinity_timeout * 1000000000ULL;
+}
+
 static __always_inline bool nat_affinity_get(const struct nat_fe_val *fe, const struct aff_key *ak,
 					     __u32 base, __u32 n, struct nat_be_val *be, __u32 *ordinal)
 {
@@ -44,9 +95,7 @@ static __always_inline bool nat_affinity_get(const struct nat_fe_val *fe, const 
 	struct nat_be_key key = { .id = fe->id };
 	struct nat_be_val *cur;
 
-	if (!a || a->ordinal < base || a->ordinal - base >= n)
-		return false;
-	if (bpf_ktime_get_ns() - a->last_used > (__u64)fe->affinity_timeout * 1000000000ULL)
+	if (!a || !nat_affinity_fresh(fe, a->ordinal, a->last_used, base, n))
 		return false;
 	key.ordinal = a->ordinal;
 	cur = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
@@ -66,48 +115,28 @@ static __always_inline void nat_affinity_put(const struct aff_key *ak, const str
 }
 
 /*
- * Pick a backend uniformly at random, like kube-proxy's statistic match, or
- * the client's previous one under sessionAffinity (ak != NULL), from the
- * local set when the traffic policy says so, else from the cluster set.
- * With no endpoint at all the Service rejects; with endpoints only on other
- * nodes, Local policy drops (kube-proxy: REJECT vs DROP).
+ * Pick a backend: the client's previous one under sessionAffinity (ak !=
+ * NULL), else one at random, from the set nat_pick_set() chose.
  */
 static __always_inline enum nat_verdict
 nat_select_backend(const struct nat_fe_val *fe, bool local_only,
 		   const struct aff_key *ak, struct nat_be_val *be, __u32 *ordinal)
 {
-	struct nat_be_key key = { .id = fe->id };
 	struct nat_be_val *found;
-	__u32 base = local_only ? NAT_BE_LOCAL_BASE : 0;
-	__u32 n;
+	enum nat_verdict v;
+	__u32 base = 0, n = 0;
 
-	if (fe->count == NAT_FE_BLACKHOLE)
-		return NAT_BLACKHOLE;
-
-	n = local_only ? fe->local : fe->count;
-	if (n == 0)
-		return fe->count == 0 && fe->local == 0 ? NAT_REJECT : NAT_DROP;
-
+	v = nat_pick_set(fe, local_only, &base, &n);
+	if (v != NAT_FWD)
+		return v;
 	if (ak && fe->affinity_timeout && nat_affinity_get(fe, ak, base, n, be, ordinal))
 		return NAT_FWD;
-
-	key.ordinal = base + bpf_get_prandom_u32() % n;
-	found = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
-	if (!found) {
-		/* The controller writes backends before it raises a count, so
-		 * a hole means someone edited the map by hand. The set's first
-		 * slot is the last to go; prefer it to refusing. */
-		stat_inc(STAT_SOCK_BE_MISSING);
-		key.ordinal = base;
-		found = bpf_map_lookup_elem(&kpr_v4_nat_be, &key);
-		if (!found)
-			return NAT_REJECT;
-	}
-
+	found = nat_be_random(&kpr_v4_nat_be, fe->id, base, n, ordinal);
+	if (!found)
+		return NAT_REJECT;
 	*be = *found;
-	*ordinal = key.ordinal;
 	if (ak && fe->affinity_timeout)
-		nat_affinity_put(ak, be, key.ordinal);
+		nat_affinity_put(ak, be, *ordinal);
 	return NAT_FWD;
 }
 

@@ -2,7 +2,9 @@
 /*
  * Packet rewrite for NAT: one address or port at a time, with the IP header
  * checksum and the L4 checksum (pseudo header for addresses) fixed
- * incrementally. `struct pkt` is kept in step with the packet.
+ * incrementally. `struct pkt` is kept in step with the packet. IPv6 has no
+ * header checksum: an address change only moves the L4 checksum (ICMPv6's
+ * too, which covers a pseudo header as TCP and UDP do).
  */
 #ifndef KPR_NAT_REWRITE_H
 #define KPR_NAT_REWRITE_H
@@ -10,7 +12,13 @@
 #ifndef offsetof
 #define offsetof(type, member) __builtin_offsetof(type, member)
 #endif
+#include <linux/ipv6.h>
 #include "parse.h"
+#include "addr6.h"
+
+#ifndef IPPROTO_ICMPV6
+#define IPPROTO_ICMPV6	58
+#endif
 
 #define IP_CSUM_OFF	(ETH_HLEN + offsetof(struct iphdr, check))
 #define IP_SADDR_OFF	(ETH_HLEN + offsetof(struct iphdr, saddr))
@@ -77,13 +85,49 @@ static __always_inline int nat_set_port(struct __sk_buff *skb, struct pkt *p, bo
 	return 0;
 }
 
-/* Rewrite source and destination in one go; any failure leaves a packet
- * that must not be sent, so the caller drops it. */
-static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p,
-				       __be32 saddr, __u16 sport, __be32 daddr, __u16 dport)
+static __always_inline int nat6_set_addr(struct __sk_buff *skb, struct pkt *p, bool src, const __be32 *to_ptr)
 {
-	if (nat_set_addr(skb, p, true, saddr) || nat_set_addr(skb, p, false, daddr))
+	__be32 *from = src ? p->saddr6 : p->daddr6;
+	__u32 off = p->l3_off + (src ? offsetof(struct ipv6hdr, saddr) : offsetof(struct ipv6hdr, daddr));
+	__u32 csum_off = 0;
+	__be32 to[4];
+
+	/* A copy: `to_ptr` may point into a map value, or into *p itself. */
+	ipv6_addr_copy(to, to_ptr);
+	if (ipv6_addr_eq(from, to))
+		return 0;
+	if (pkt_has_l4(p))
+		csum_off = l4_csum_off(p);
+	else if (p->proto == IPPROTO_ICMPV6)
+		csum_off = p->l4_off + 2;
+	if (csum_off) {
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			if (bpf_l4_csum_replace(skb, csum_off, from[i], to[i],
+						BPF_F_PSEUDO_HDR | sizeof(to[i]) | l4_csum_flags(p)))
+				return -1;
+	}
+	if (bpf_skb_store_bytes(skb, off, to, sizeof(to), 0))
 		return -1;
+	ipv6_addr_copy(from, to);
+	return 0;
+}
+
+/* Rewrite source and destination in one go, in the packet's family
+ * (addresses as in struct pkt: IPv4 in word 0); any failure leaves a
+ * packet that must not be sent, so the caller drops it. */
+static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, const __u8 fam,
+				       const __be32 *saddr, __u16 sport, const __be32 *daddr, __u16 dport)
+{
+	if (fam == AF_INET6) {
+		if (nat6_set_addr(skb, p, true, saddr) || nat6_set_addr(skb, p, false, daddr))
+			return -1;
+	} else {
+		__be32 s4 = saddr[0], d4 = daddr[0];
+
+		if (nat_set_addr(skb, p, true, s4) || nat_set_addr(skb, p, false, d4))
+			return -1;
+	}
 	if (nat_set_port(skb, p, true, sport) || nat_set_port(skb, p, false, dport))
 		return -1;
 	return 0;

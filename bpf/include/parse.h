@@ -61,21 +61,41 @@ enum pkt_frag {
 	FRAG_LATER,	/* offset > 0: no L4 header */
 };
 
+/*
+ * One parsed packet of either family. The addresses are 16 bytes wide: an
+ * IPv4 address sits in word 0 with the rest zero, so family-neutral code
+ * handles both as `__be32 *` plus `family` (family.h), while IPv4-only code
+ * (DSR, Maglev) keeps reading saddr/daddr.
+ */
 struct pkt {
 	__u32 l3_off;
 	__u32 l4_off;
-	__be32 saddr;
-	__be32 daddr;
+	union {
+		__be32 saddr;
+		__be32 saddr6[4];
+	};
+	union {
+		__be32 daddr;
+		__be32 daddr6[4];
+	};
 	__u16 sport;	/* host order; ICMP echo: the identifier */
 	__u16 dport;
-	__u16 ip_id;	/* network order, as on the wire */
 	__u16 tot_len;	/* host order */
 	__u8 proto;
 	__u8 tcp_flags;	/* CT_TCP_* of this segment */
 	__u8 frag;	/* enum pkt_frag */
 	__u8 icmp_type;
 	__u8 df;	/* don't-fragment set */
+	__u8 family;	/* AF_INET or AF_INET6 */
+	__be32 frag_id;	/* IPv4's 16-bit id or the IPv6 fragment header's 32-bit one, as on the wire */
 };
+
+#ifndef AF_INET
+#define AF_INET		2
+#endif
+#ifndef AF_INET6
+#define AF_INET6	10
+#endif
 
 static __always_inline __u8 tcp_flags_of(const struct tcphdr *th)
 {
@@ -103,25 +123,15 @@ static __always_inline void pkt_pull(struct __sk_buff *skb)
 		bpf_skb_pull_data(skb, want);
 }
 
-static __always_inline enum parse_result pkt_parse(struct __sk_buff *skb, struct pkt *p)
+/* IPv4 after the Ethernet header; the caller pulled the headers in. */
+static __always_inline enum parse_result parse4(struct __sk_buff *skb, struct pkt *p)
 {
-	void *data, *data_end;
-	struct ethhdr *eth;
-	struct iphdr *ip;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
 	__u16 frag_off;
 	__u32 ihl;
 
-	pkt_pull(skb);
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-
-	eth = data;
-	if ((void *)(eth + 1) > data_end)
-		return PARSE_SKIP;
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return PARSE_SKIP;
-
-	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end)
 		return PARSE_SKIP;
 	if (ip->version != 4 || ip->ihl < 5)
@@ -130,12 +140,13 @@ static __always_inline enum parse_result pkt_parse(struct __sk_buff *skb, struct
 	if ((void *)ip + ihl > data_end)
 		return PARSE_SKIP;
 
+	p->family = AF_INET;
 	p->l3_off = ETH_HLEN;
 	p->l4_off = ETH_HLEN + ihl;
 	p->saddr = ip->saddr;
 	p->daddr = ip->daddr;
 	p->proto = ip->protocol;
-	p->ip_id = ip->id;
+	p->frag_id = ip->id;
 	p->tot_len = bpf_ntohs(ip->tot_len);
 
 	frag_off = bpf_ntohs(ip->frag_off);

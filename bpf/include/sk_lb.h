@@ -22,6 +22,26 @@
  * for: the conversation moves, as if the backend had gone. */
 #define SK_LB_SCAN_MAX			1024
 
+/* Is an unconnected UDP conversation still on (either family's slot)? */
+static __always_inline bool sk_lb_conv_active(__u8 flags, __u64 last_used, __u64 now)
+{
+	__u64 timeout = (flags & SK_LB_F_REPLIED) ? SK_LB_UDP_STREAM_TIMEOUT_NS : SK_LB_UDP_TIMEOUT_NS;
+
+	return now - last_used <= timeout;
+}
+
+/* The backend set a socket's traffic uses: internalTrafficPolicy decides. */
+static __always_inline void sk_lb_internal_set(const struct nat_fe_val *fe, __u32 *base, __u32 *n)
+{
+	if (fe->flags & NAT_FLG_INTERNAL_LOCAL) {
+		*base = NAT_BE_LOCAL_BASE;
+		*n = fe->local;
+	} else {
+		*base = 0;
+		*n = fe->count;
+	}
+}
+
 static __always_inline struct sk_lb_state *sk_lb_get(struct bpf_sock_addr *ctx, bool create)
 {
 	return bpf_sk_storage_get(&kpr_v4_sk_lb, ctx->sk, 0,
@@ -179,24 +199,14 @@ static __always_inline bool sk_lb_udp_sticky(struct bpf_sock_addr *ctx, const st
 	struct sk_lb_state *st = sk_lb_get(ctx, false);
 	struct sk_lb_slot *s;
 	__u64 now = bpf_ktime_get_ns();
-	__u64 timeout;
 	__u32 base, n;
 
 	if (!st || fe->count == NAT_FE_BLACKHOLE)
 		return false;
 	s = sk_lb_find_vip(st, vip, vport);
-	if (!s || s->svc_id != fe->id)
+	if (!s || s->svc_id != fe->id || !sk_lb_conv_active(s->flags, s->last_used, now))
 		return false;
-	timeout = (s->flags & SK_LB_F_REPLIED) ? SK_LB_UDP_STREAM_TIMEOUT_NS : SK_LB_UDP_TIMEOUT_NS;
-	if (now - s->last_used > timeout)
-		return false;
-	if (fe->flags & NAT_FLG_INTERNAL_LOCAL) {
-		base = NAT_BE_LOCAL_BASE;
-		n = fe->local;
-	} else {
-		base = 0;
-		n = fe->count;
-	}
+	sk_lb_internal_set(fe, &base, &n);
 	if (!sk_lb_backend_alive(s, base, n, be))
 		return false;
 	s->last_used = now;

@@ -14,9 +14,9 @@
  */
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { translateService, type TranslateOptions } from '../model/translate.js';
+import { servicePortNames, translateService, type TranslateOptions } from '../model/translate.js';
 import { serviceKey, type DesiredServicePort } from '../model/types.js';
-import type { ApplyResult, Reconciler, RemovedBackend } from './reconciler.js';
+import type { ApplyResult, Reconciler, RemovedBackend, SyncPlan } from './reconciler.js';
 import type { InvalidObject, ObjectStore } from './store.js';
 
 export interface ControllerOptions {
@@ -39,6 +39,15 @@ export interface ControllerOptions {
   afterSync?: (serviceKeys: Set<string>) => void;
 }
 
+/** One sync between planning and writing. */
+interface Round {
+  started: bigint;
+  isFull: boolean;
+  keys: Set<string>;
+  produced: Map<string, Set<string>>;
+  plan: SyncPlan;
+}
+
 export class Controller {
   private readonly dirty = new Set<string>();
   /** service key -> the Service port names it produced last time */
@@ -51,6 +60,10 @@ export class Controller {
   private timer: NodeJS.Timeout | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
   private retryDelay = 0;
+  /** A sync is running (it may be waiting for Maglev tables). */
+  private syncing = false;
+  /** A sync was asked for while one ran. */
+  private again = false;
   private stopped = false;
   private lastSyncAt: number | undefined;
   private lastError: string | undefined;
@@ -61,8 +74,8 @@ export class Controller {
   private readonly skipsLogged = new Set<string>();
   /** This node's zone as last used for translation. */
   private zone: string | undefined;
-  /** map name -> Service ports it has no room for, as of the last sync */
-  private full = new Map<string, Set<string>>();
+  /** map name -> Service port name -> its Service, for ports that found no room */
+  private full = new Map<string, Map<string, string | undefined>>();
   private fullLoggedAt = new Map<string, number>();
 
   constructor(private readonly opts: ControllerOptions) {}
@@ -139,7 +152,7 @@ export class Controller {
 
   /** Resolves when nothing is pending (tests and the demo use it). */
   whenIdle(): Promise<void> {
-    if (this.fullSyncDone && this.dirty.size === 0 && !this.timer) return Promise.resolve();
+    if (this.fullSyncDone && this.dirty.size === 0 && !this.timer && !this.syncing) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -152,7 +165,7 @@ export class Controller {
     // A zero delay still yields, so a burst of events becomes one sync.
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.sync();
+      void this.sync();
     }, delayMs);
   }
 
@@ -173,18 +186,73 @@ export class Controller {
     return t.ports;
   }
 
-  /** Run one sync now. Exposed for tests; normally driven by schedule(). */
-  sync(): ApplyResult | undefined {
-    const { store, reconciler, log, metrics } = this.opts;
+  /**
+   * Run one sync now; normally driven by schedule(). One at a time: a sync
+   * that waits for Maglev tables lets the event loop turn, and a timer that
+   * fires meanwhile only asks for another round. Without tables to build
+   * it runs to the end before it returns.
+   */
+  sync(): void {
+    if (this.syncing) {
+      this.again = true;
+      return;
+    }
+    const round = this.begin();
+    if (!round) return;
+    // Maglev tables take milliseconds each (10k of them: seconds): they are
+    // built between event-loop turns, so health checks, metrics and the
+    // sources' watches keep being served. Other syncs need no wait.
+    if (round.plan.tables === 0) {
+      this.finish(round);
+      this.notifyIdle();
+      return;
+    }
+    this.syncing = true;
+    round.plan
+      .prepare()
+      .then(
+        () => {
+          if (!this.stopped) this.finish(round);
+        },
+        (err: unknown) => this.failed(round.keys, err),
+      )
+      .finally(() => {
+        this.syncing = false;
+        if (this.again) {
+          this.again = false;
+          this.schedule(0);
+        }
+        this.notifyIdle();
+      });
+  }
+
+  private notifyIdle(): void {
+    if (this.fullSyncDone && this.dirty.size === 0 && !this.timer && !this.syncing) {
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** An unexpected error (not a per-entry map error): retry everything. */
+  private failed(keys: Set<string>, err: unknown): void {
+    for (const k of keys) this.dirty.add(k);
+    this.lastError = (err as Error).message;
+    this.opts.log.error({ err }, 'sync failed');
+    this.retry();
+  }
+
+  /** Translate what changed and plan its writes. */
+  private begin(): Round | undefined {
+    const { store, reconciler } = this.opts;
     if (this.stopped || !store.isSynced()) return undefined;
     const started = process.hrtime.bigint();
     const isFull = !this.fullSyncDone || this.needFull;
     const keys = isFull ? new Set([...store.serviceKeys(), ...this.portsBySvc.keys(), ...this.dirty]) : new Set(this.dirty);
     for (const k of this.conflicted) keys.add(k);
     this.dirty.clear();
+    const produced = new Map<string, Set<string>>();
+    if (isFull && this.distinctNames(keys)) return this.beginFull(started, keys, produced);
 
     const changes = new Map<string, DesiredServicePort | null>();
-    const produced = new Map<string, Set<string>>();
     for (const key of keys) {
       const ports = this.translate(key);
       const names = new Set(ports.map((p) => p.name));
@@ -193,45 +261,115 @@ export class Controller {
       for (const old of this.portsBySvc.get(key) ?? []) if (!names.has(old)) changes.set(old, null);
     }
 
-    let result: ApplyResult;
     try {
+      let plan: SyncPlan;
       if (isFull) {
         if (this.needFull) reconciler.adopt(); // re-read the kernel to find drift
         const desired = new Map<string, DesiredServicePort>();
         for (const [n, p] of changes) if (p) desired.set(n, p);
-        result = reconciler.syncAll(desired);
+        plan = reconciler.planAll(desired);
       } else {
-        result = reconciler.apply(changes);
+        plan = reconciler.plan(changes);
       }
+      return { started, isFull, keys, produced, plan };
     } catch (err) {
-      // Unexpected (not a per-entry map error): retry everything.
-      for (const k of keys) this.dirty.add(k);
-      this.lastError = (err as Error).message;
-      log.error({ err }, 'sync failed');
-      this.retry();
+      this.failed(keys, err);
       return undefined;
+    }
+  }
+
+  /**
+   * Does every Service of a full sync name its ports apart from every
+   * other's, new names and names it drops alike? Then the ports can be
+   * handed to the reconciler as they are translated (beginFull) with the
+   * same outcome as a map of them all; otherwise (a name in two Services)
+   * the map's first-place-last-value order is kept by building it.
+   */
+  private distinctNames(keys: Set<string>): boolean {
+    const all = new Set<string>();
+    const mine = new Map<string, Set<string>>();
+    for (const key of keys) {
+      const svc = this.opts.store.service(key);
+      const names = new Set(svc ? servicePortNames(svc) : []);
+      mine.set(key, names);
+      for (const n of names) {
+        if (all.has(n)) return false;
+        all.add(n);
+      }
+    }
+    for (const key of keys) {
+      for (const old of this.portsBySvc.get(key) ?? []) if (!mine.get(key)?.has(old) && all.has(old)) return false;
+    }
+    return true;
+  }
+
+  /**
+   * A full sync whose ports are planned as they are translated: at 100k
+   * Services, holding every translation until the last one was done made
+   * most of the sync's garbage live long enough to be promoted.
+   */
+  private beginFull(started: bigint, keys: Set<string>, produced: Map<string, Set<string>>): Round | undefined {
+    const { reconciler } = this.opts;
+    // A translation error escapes as it did when translation came first.
+    let translateError: { err: unknown } | undefined;
+    const desired = function* (self: Controller): Generator<[string, DesiredServicePort]> {
+      for (const key of keys) {
+        let ports: DesiredServicePort[];
+        try {
+          ports = self.translate(key);
+        } catch (err) {
+          translateError = { err };
+          throw err;
+        }
+        // A name twice in one Service: first place, last value, as a map of the round's ports keeps it.
+        const byName = new Map(ports.map((p) => [p.name, p]));
+        produced.set(key, new Set(byName.keys()));
+        yield* byName;
+      }
+    };
+    try {
+      if (this.needFull) reconciler.adopt(); // re-read the kernel to find drift
+      const plan = reconciler.planAll(desired(this));
+      return { started, isFull: true, keys, produced, plan };
+    } catch (err) {
+      if (translateError) throw translateError.err;
+      this.failed(keys, err);
+      return undefined;
+    }
+  }
+
+  /** Write a planned round and account for it. */
+  private finish(round: Round): void {
+    const { log, metrics } = this.opts;
+    const { started, isFull, keys, produced } = round;
+    let result: ApplyResult;
+    try {
+      result = round.plan.execute();
+    } catch (err) {
+      this.failed(keys, err);
+      return;
     }
 
     for (const [key, names] of produced) {
       if (names.size) this.portsBySvc.set(key, names);
       else this.portsBySvc.delete(key);
     }
-    this.conflicted = new Set(result.conflicts.map((c) => c.name.split(':')[0] as string));
+    this.conflicted = new Set(result.conflicts.map((c) => c.service));
     for (const c of result.conflicts) {
       log.warn({ servicePort: c.name, frontend: c.frontend, owner: c.owner }, `frontend ${c.frontend} already belongs to ${c.owner}`);
     }
     metrics?.frontendConflicts.set(result.conflicts.length);
 
     const failedSvcs = new Set<string>();
-    const full = new Map<string, Set<string>>();
+    const full = new Map<string, Map<string, string | undefined>>();
     let stuck = 0;
     for (const f of result.failed) {
-      failedSvcs.add(f.name.split(':')[0] as string);
+      if (f.service !== undefined) failedSvcs.add(f.service);
       metrics?.mapWriteErrors.inc({ map: f.map, code: f.code });
       if (f.full) {
-        let set = full.get(f.map);
-        if (!set) full.set(f.map, (set = new Set()));
-        set.add(f.name);
+        let ports = full.get(f.map);
+        if (!ports) full.set(f.map, (ports = new Map()));
+        ports.set(f.name, f.service);
       } else {
         stuck++;
         log.error({ map: f.map, servicePort: f.name, code: f.code }, `write for ${f.name} failed: ${f.message}`);
@@ -273,10 +411,6 @@ export class Controller {
       if (this.dirty.size > 0) this.schedule(0);
       else this.pendingSince = undefined;
     }
-    if (this.dirty.size === 0 && !this.timer) {
-      for (const w of this.idleWaiters.splice(0)) w();
-    }
-    return result;
   }
 
   /**
@@ -284,16 +418,15 @@ export class Controller {
    * once per fullLogEveryMs: a retry every few seconds would otherwise log
    * every one of them each time.
    */
-  private reportFull(failed: Map<string, Set<string>>, covered: Set<string>): void {
+  private reportFull(failed: Map<string, Map<string, string | undefined>>, covered: Set<string>): void {
     const { log, metrics } = this.opts;
-    const svcOf = (name: string) => name.split(':')[0] as string;
     for (const ports of this.full.values()) {
-      for (const p of ports) if (covered.has(svcOf(p))) ports.delete(p);
+      for (const [p, service] of ports) if (service === undefined || covered.has(service)) ports.delete(p);
     }
     for (const [map, ports] of failed) {
-      let set = this.full.get(map);
-      if (!set) this.full.set(map, (set = new Set()));
-      for (const p of ports) set.add(p);
+      let known = this.full.get(map);
+      if (!known) this.full.set(map, (known = new Map()));
+      for (const [p, service] of ports) known.set(p, service);
     }
     const now = Date.now();
     const every = this.opts.fullLogEveryMs ?? 30_000;
@@ -308,7 +441,7 @@ export class Controller {
       const last = this.fullLoggedAt.get(map);
       if (last !== undefined && now - last < every) continue;
       this.fullLoggedAt.set(map, now);
-      const sample = [...ports].slice(0, 5);
+      const sample = [...ports.keys()].slice(0, 5);
       log.error({ map, servicePorts: ports.size, sample }, `map ${map} is full: ${ports.size} Service port(s) not programmed (e.g. ${sample.join(', ')}); raise its size flag`);
     }
   }

@@ -1,54 +1,135 @@
 /**
- * Which nodes a backend node trusts to send it kpr's DSR option (the map
- * kpr_v4_dsr_peers). The option chooses the source address of a pod's
- * replies, so only cluster nodes may send it: see "DSR trust" in
- * docs/architecture.md.
+ * Which nodes a backend node trusts to send it kpr's DSR option (the maps
+ * kpr_v4_dsr_peers and kpr_v6_dsr_peers, one per family). The option
+ * chooses the source address of a pod's replies, so only cluster nodes may
+ * send it: see "DSR trust" in docs/architecture.md.
  *
  * Peer set = the --cluster-node-ips CIDRs ∪ the addresses of known nodes.
- * The node addresses come in through setNodeAddresses(): the daemon gives it
- * this node's own addresses, and the Node objects' addresses when a source
- * provides them.
+ * The daemon gives it this node's own addresses at start (setOwnAddresses,
+ * which keeps what is pinned), and the Node objects' addresses when a
+ * source provides them (setNodeAddresses).
  */
-import ipaddr from 'ipaddr.js';
+import { canonicalAddr, parseCidr, type IpCidr } from '../util/ip.js';
 
-/** Normalised IPv4 CIDR ("a.b.c.d/len", network address) or undefined for anything else. */
-function v4Cidr(v: string): string | undefined {
-  try {
-    const [addr, len] = v.includes('/') ? ipaddr.parseCIDR(v) : [ipaddr.parse(v), 32];
-    if (addr.kind() !== 'ipv4') return undefined;
-    return `${ipaddr.IPv4.networkAddressFromCIDR(`${addr.toString()}/${len}`).toString()}/${len}`;
-  } catch {
-    return undefined;
+const cidrText = (c: IpCidr) => `${c.addr}/${c.len}`;
+
+/**
+ * Pure: the peer entries for the flag CIDRs (parsed once, by the CLI) and
+ * node addresses (as Node objects give them), of both families. Malformed
+ * addresses are left out; the result is sorted (IPv4 first) and without
+ * duplicates.
+ */
+export function dsrPeerEntries(cidrs: readonly IpCidr[], nodeAddresses: readonly string[]): IpCidr[] {
+  const out = new Map<string, IpCidr>();
+  for (const c of [...cidrs, ...nodeAddresses.map((a) => parseCidr(a, true))]) if (c) out.set(cidrText(c), c);
+  return [...out.values()].sort((a, b) => a.family - b.family || (cidrText(a) < cidrText(b) ? -1 : cidrText(a) > cidrText(b) ? 1 : 0));
+}
+
+export class DsrPeers {
+  /**
+   * pinned: what the peer maps held when this kpr started. A restart
+   * keeps it until a source has listed the Node objects: cutting the other
+   * nodes out before then would drop every DSR request they send (a source
+   * that has not read a valid state must not cause deletes).
+   */
+  constructor(
+    private readonly cidrs: readonly IpCidr[],
+    private readonly apply: (entries: IpCidr[]) => void,
+    private pinned: readonly IpCidr[] = [],
+  ) {}
+
+  /** This node's own addresses, at start: added to what is pinned, nothing removed. */
+  setOwnAddresses(addrs: readonly string[]): IpCidr[] {
+    return this.write(addrs);
+  }
+
+  /** Replace the node addresses (this node's, and every Node's InternalIP) and rewrite the map. */
+  setNodeAddresses(addrs: readonly string[]): IpCidr[] {
+    this.pinned = [];
+    return this.write(addrs);
+  }
+
+  private write(addrs: readonly string[]): IpCidr[] {
+    const entries = dsrPeerEntries([...this.cidrs, ...this.pinned], addrs);
+    this.apply(entries);
+    return entries;
   }
 }
 
 /**
- * Pure: the peer entries for flag CIDRs and node addresses. IPv6 and
- * malformed values are left out (the data path's DSR is IPv4); the result is
- * sorted and without duplicates.
+ * Pure: may this node send the IPv6 DSR header? Only once its peers hold an
+ * IPv6 entry other than its own addresses: peers come from the same Node
+ * objects and flags on every node, so a node that knows none is in a
+ * cluster whose backend nodes would refuse the header (fail closed), and
+ * keeps masquerading its IPv6 NodePorts as before.
  */
-export function dsrPeerEntries(cidrs: readonly string[], nodeAddresses: readonly string[]): string[] {
-  const out = new Set<string>();
-  for (const v of [...cidrs, ...nodeAddresses]) {
-    const c = v4Cidr(v);
-    if (c) out.add(c);
-  }
-  return [...out].sort();
+export function dsr6Allowed(entries: readonly IpCidr[], own: readonly string[]): boolean {
+  const mine = new Set(own.map(canonicalAddr));
+  return entries.some((c) => c.family === 6 && !(c.len === 128 && mine.has(c.addr)));
 }
 
-export class DsrPeers {
-  private nodeAddresses: string[] = [];
+/**
+ * Pure: the IPv6 peers that are single nodes (a /128), other than this
+ * node's own addresses. Their neighbour entries are the backend node's
+ * proof of the sender (dsr_from_peer), and IPv6 does not give them for
+ * free: an ingress node solicits us from its link-local address when the
+ * packet it forwards is not its own, so our kernel learns that address,
+ * not the one the option names. Managed neighbour entries fill the gap.
+ */
+export function neighbourPeers(entries: readonly IpCidr[], own: readonly string[]): string[] {
+  const mine = new Set(own.map(canonicalAddr));
+  return entries.filter((c) => c.family === 6 && c.len === 128 && !mine.has(c.addr)).map((c) => c.addr);
+}
+
+export interface NeighbourOps {
+  routeTo(addr: string): Promise<{ dev: string; onLink: boolean } | undefined>;
+  set(addr: string, dev: string): Promise<void>;
+  del(addr: string, dev: string): Promise<void>;
+}
+
+/**
+ * Keeps a managed neighbour entry for each IPv6 peer on the link of one of
+ * kpr's devices, and removes the ones it made when a peer goes. A peer
+ * behind a router needs none: the frame then comes from the router, whose
+ * entry the kernel keeps for its own traffic. Calls run one at a time.
+ */
+export class PeerNeighbours {
+  private readonly held = new Map<string, string>();
+  private chain: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly cidrs: readonly string[],
-    private readonly apply: (entries: string[]) => void,
+    private readonly ops: NeighbourOps,
+    private readonly onError: (addr: string, err: unknown) => void,
   ) {}
 
-  /** Replace the node addresses (all nodes' InternalIP/ExternalIP) and rewrite the map. */
-  setNodeAddresses(addrs: readonly string[]): string[] {
-    this.nodeAddresses = [...addrs];
-    const entries = dsrPeerEntries(this.cidrs, this.nodeAddresses);
-    this.apply(entries);
-    return entries;
+  /** Bring the entries in line with these peers, on these devices; resolves when done. */
+  sync(peers: readonly string[], devices: readonly string[]): Promise<void> {
+    this.chain = this.chain.then(() => this.apply(peers, devices));
+    return this.chain;
+  }
+
+  /** The entries this instance holds (address -> device). */
+  entries(): Map<string, string> {
+    return new Map(this.held);
+  }
+
+  private async apply(peers: readonly string[], devices: readonly string[]): Promise<void> {
+    const want = new Set(peers);
+    for (const [addr, dev] of this.held) {
+      if (want.has(addr)) continue;
+      this.held.delete(addr);
+      await this.ops.del(addr, dev).catch((err: unknown) => this.onError(addr, err));
+    }
+    for (const addr of peers) {
+      if (this.held.has(addr)) continue;
+      try {
+        const r = await this.ops.routeTo(addr);
+        if (!r || !r.onLink || !devices.includes(r.dev)) continue;
+        await this.ops.set(addr, r.dev);
+        this.held.set(addr, r.dev);
+      } catch (err) {
+        this.onError(addr, err);
+      }
+    }
   }
 }

@@ -43,6 +43,10 @@ export function planMaglevTable(frontends: Frontend[], cluster: NatBeVal[], loca
   const digest = createHash('sha256').update(sig).digest().readUInt32LE(0);
   return {
     digest,
-    build: () => encodeMaglevTable(maglevOrdinals(eligible, m).map((o) => o + base), digest),
+    build: () => {
+      const ordinals = maglevOrdinals(eligible, m);
+      if (base !== 0) for (let i = 0; i < m; i++) ordinals[i] = (ordinals[i] as number) + base;
+      return encodeMaglevTable(ordinals, digest);
+    },
   };
 }

@@ -27,14 +27,27 @@
  * moves an entry of the other.
  *
  * A Service port whose write fails skips its later phases, stays as it was
- * in the mirror, and is handed back for retry.
+ * in the mirror, and is handed back for retry (phase.ts runs one phase).
+ *
+ * Dual-stack: a Service port keeps one id and one name for both families.
+ * Its IPv4 frontends and backends go to kpr_v4_nat_fe/be, its IPv6 ones to
+ * kpr_v6_nat_fe/be, each family with its own ordinals, so a frontend's
+ * count and local are those of its own family's sets. Every phase runs for
+ * both families at the same point in the order.
+ *
+ * Longer than 400 lines on purpose: plan() plans every phase above for all
+ * ports and execute() then runs them in order (apply() is both). The order
+ * is the make-before-break guarantee, so it is kept in one class rather
+ * than spread over files.
  */
+import { performance } from 'node:perf_hooks';
 import {
   backendKey,
   frontendKey,
   NAT_BE_F_LOCAL,
   NAT_BE_LOCAL_BASE,
   NAT_FE_BLACKHOLE,
+  parseServicePortName,
   type Backend,
   type DesiredServicePort,
   type Frontend,
@@ -51,17 +64,29 @@ import {
   encodeNatFeVal,
   encodeSvcMeta,
   encodeU32,
+  NAT_BE6_VAL_SIZE,
+  NAT_BE_KEY_SIZE,
+  NAT_BE_VAL_SIZE,
+  NAT_FE6_KEY_SIZE,
+  NAT_FE_KEY_SIZE,
+  NAT_FE_VAL_SIZE,
+  SVC_META_NAME_LEN,
   type NatBeVal,
   type NatFeKey,
   type NatFeVal,
 } from '../datapath/codec.js';
 import { isMapFull, type KVMap } from '../datapath/kvmap.js';
+import { addrFamily, IP_FAMILIES, type IPFamily } from '../util/ip.js';
 import type { MaglevMap } from '../datapath/maglev-tables.js';
 import { planMaglevTable } from './maglev-plan.js';
+import { Packed, PackedOp, runPhase, type PhaseOp } from './phase.js';
 
 export interface NatMaps {
   fe: KVMap;
   be: KVMap;
+  /** kpr_v6_nat_fe / kpr_v6_nat_be */
+  fe6: KVMap;
+  be6: KVMap;
   meta: KVMap;
   /** Maglev tables; without it no table is written and flagged frontends stay on random. */
   maglev?: MaglevMap | undefined;
@@ -74,12 +99,16 @@ interface FeEntry {
 
 interface PortState {
   name: string;
+  /** serviceKey() of the owning Service; undefined for an orphan id. */
+  service: string | undefined;
+  proto: string | undefined;
   id: number;
   frontends: Map<string, FeEntry>;
-  /** Cluster-set backend at each ordinal, as written. */
-  backends: Array<NatBeVal | undefined>;
-  /** Local-set backend at each ordinal - NAT_BE_LOCAL_BASE, as written. */
-  localBackends: Array<NatBeVal | undefined>;
+  /**
+   * Per family, the backend at each ordinal as written: the cluster set
+   * (backends) and the local set (localBackends, ordinal - NAT_BE_LOCAL_BASE).
+   */
+  be: Record<IPFamily, Record<Group, Array<NatBeVal | undefined>>>;
   metaWritten: boolean;
   /** Digest of the Maglev table installed for this id. */
   tableDigest?: number | undefined;
@@ -87,6 +116,8 @@ interface PortState {
 
 export interface ApplyError {
   name: string;
+  /** The Service to sync again (undefined: an orphan entry, not a Service's). */
+  service: string | undefined;
   map: string;
   code: string;
   message: string;
@@ -110,7 +141,7 @@ export interface ApplyResult {
   /** Service ports whose writes failed; retry them. */
   failed: ApplyError[];
   /** Frontends another Service port already owns, skipped. */
-  conflicts: Array<{ name: string; frontend: string; owner: string }>;
+  conflicts: Array<{ name: string; service: string; frontend: string; owner: string }>;
   writes: number;
   deletes: number;
 }
@@ -122,14 +153,45 @@ export interface AdoptReport {
   orphans: number;
 }
 
-interface Op {
-  port: PortState;
-  /** frontendKey() of a frontend op */
-  fk?: string;
-  key: Buffer;
-  value?: Buffer;
-  commit(): void;
+/** A phase op, and which family's map it goes to (kpr_svc_meta and Maglev tables: 4). */
+type Op = PhaseOp<PortState> & { family: IPFamily };
+
+/** A Maglev table write: its value is built by prepare() or execute(), not when planned. */
+type TableOp = Op & { build(): Buffer };
+
+type PhaseOps = Record<'metaWrites' | 'feDeletes' | 'beWrites' | 'feWrites' | 'blackholeWrites' | 'beDeletes' | 'tableDeletes' | 'metaDeletes', Op[]> & { tableWrites: TableOp[] };
+
+/** A planned round, as execute() takes it. */
+interface Planned {
+  result: ApplyResult;
+  ops: PhaseOps;
+  /** Backends of each known port before the round, to report what left. */
+  before: Map<PortState, Array<NatBeVal | undefined>>;
+  removed: PortState[];
+  fresh: PortState[];
 }
+
+/** What plan() returns: run prepare() (optional), then execute() once. */
+export interface SyncPlan {
+  /** Maglev tables to write. */
+  readonly tables: number;
+  /**
+   * Build (and stage in the kernel, where the map can) the Maglev tables,
+   * yielding to the event loop every PREPARE_SLICE_MS.
+   */
+  prepare(): Promise<void>;
+  execute(): ApplyResult;
+}
+
+/** The value an op carries once its table is staged: never read (see MaglevMap.stage). */
+let staged: Buffer | undefined;
+function stagedValue(size: number): Buffer {
+  if (staged?.length !== size) staged = Buffer.alloc(size);
+  return staged;
+}
+
+/** How long prepare() works before it lets the event loop turn. */
+const PREPARE_SLICE_MS = 20;
 
 const ORPHAN_PREFIX = 'orphan:';
 const MAX_ID = 0xfffffffe;
@@ -141,12 +203,35 @@ function sameBackend(a: NatBeVal | undefined, b: NatBeVal | undefined): boolean 
 type Group = 'backends' | 'localBackends';
 const GROUP_BASE: Record<Group, number> = { backends: 0, localBackends: NAT_BE_LOCAL_BASE };
 
-function newState(name: string, id: number, metaWritten: boolean): PortState {
-  return { name, id, frontends: new Map(), backends: [], localBackends: [], metaWritten };
+const emptySets = (): Record<Group, Array<NatBeVal | undefined>> => ({ backends: [], localBackends: [] });
+
+function newState(name: string, id: number, metaWritten: boolean, owner?: { service: string; proto: string }): PortState {
+  return { name, service: owner?.service, proto: owner?.proto, id, frontends: new Map(), be: { 4: emptySets(), 6: emptySets() }, metaWritten };
+}
+
+/** Every backend written for the port, both sets, both families. */
+function allBackends(st: PortState): Array<NatBeVal | undefined> {
+  return IP_FAMILIES.flatMap((f) => [...st.be[f].backends, ...st.be[f].localBackends]);
 }
 
 function hasBackends(st: PortState): boolean {
-  return st.backends.some(Boolean) || st.localBackends.some(Boolean);
+  return allBackends(st).some(Boolean);
+}
+
+/**
+ * A map's entries, as views into one packed read when the map offers it: the
+ * periodic resync re-reads every map, and a Buffer pair per entry was most
+ * of its memory peak (kpr run at 10k Services rose by ~300 MB).
+ */
+function* entriesOf(map: KVMap): Iterable<[Buffer, Buffer]> {
+  if (!map.dumpPacked) {
+    yield* map.dump();
+    return;
+  }
+  const { keys, values, count } = map.dumpPacked();
+  const ks = map.keySize;
+  const vs = map.valueSize;
+  for (let i = 0; i < count; i++) yield [keys.subarray(i * ks, (i + 1) * ks), values.subarray(i * vs, (i + 1) * vs)];
 }
 
 function sameFeVal(a: NatFeVal, b: NatFeVal): boolean {
@@ -162,6 +247,8 @@ function sameFeVal(a: NatFeVal, b: NatFeVal): boolean {
  */
 export function placeBackends(prev: Array<NatBeVal | undefined>, desired: Backend[]): NatBeVal[] {
   const val = (b: Backend): NatBeVal => ({ addr: b.addr, port: b.port, flags: b.local ? NAT_BE_F_LOCAL : 0 });
+  // Nothing placed yet (every port of a first sync): the desired order as it is.
+  if (prev.length === 0) return desired.map(val);
   const want = new Map(desired.map((b) => [backendKey(b), b]));
   const out: Array<NatBeVal | undefined> = new Array(desired.length);
   const placed = new Set<string>();
@@ -178,6 +265,78 @@ export function placeBackends(prev: Array<NatBeVal | undefined>, desired: Backen
   return out as NatBeVal[];
 }
 
+/**
+ * The backends of one set that changed, packed (ordinals `ordinals`, or
+ * 0..count-1 when undefined: every one, as in a first sync): a full sync
+ * makes one op per Service port, not one per backend.
+ */
+class BackendWrite extends PackedOp<PortState> {
+  constructor(
+    st: PortState,
+    packed: Packed,
+    readonly family: IPFamily,
+    private readonly arr: Array<NatBeVal | undefined>,
+    private readonly next: NatBeVal[],
+    private readonly ordinals: number[] | undefined,
+    group: Group,
+    count: number,
+  ) {
+    super(st, packed, packed.reserve(count), count);
+    const { keys, values, keySize, valueSize } = packed;
+    for (let j = 0; j < count; j++) {
+      const i = ordinals ? (ordinals[j] as number) : j;
+      encodeNatBeKey({ id: st.id, ordinal: GROUP_BASE[group] + i }, keys, (this.at + j) * keySize);
+      encodeNatBeVal(next[i] as NatBeVal, values, (this.at + j) * valueSize);
+    }
+  }
+
+  commit(done = this.count): void {
+    for (let j = 0; j < done; j++) {
+      const i = this.ordinals ? (this.ordinals[j] as number) : j;
+      this.arr[i] = this.next[i];
+    }
+  }
+}
+
+/** A frontend (or blackhole) entry, packed. */
+class FrontendWrite extends PackedOp<PortState> {
+  constructor(
+    st: PortState,
+    packed: Packed,
+    readonly family: IPFamily,
+    readonly fk: string,
+    private readonly entry: FeEntry,
+    private readonly owner: Map<string, number>,
+  ) {
+    super(st, packed, packed.reserve(1), 1);
+    encodeNatFeKey(entry.key, packed.keys, this.at * packed.keySize);
+    encodeNatFeVal(entry.val, packed.values, this.at * packed.valueSize);
+  }
+
+  commit(): void {
+    this.port.frontends.set(this.fk, this.entry);
+    this.owner.set(this.fk, this.port.id);
+  }
+}
+
+/** The name of a new service id (kpr_svc_meta), packed. */
+class MetaWrite extends PackedOp<PortState> {
+  readonly family = 4;
+
+  constructor(st: PortState, packed: Packed) {
+    super(st, packed, packed.reserve(1), 1);
+    packed.keys.writeUInt32LE(st.id, this.at * packed.keySize);
+    encodeSvcMeta(st.name, packed.values, this.at * packed.valueSize);
+  }
+
+  commit(): void {
+    this.port.metaWritten = true;
+  }
+}
+
+/** Per family: the Packed a plan's backend or frontend writes of that family go to. */
+type PerFamily = Record<IPFamily, Packed>;
+
 export class Reconciler {
   private byName = new Map<string, PortState>();
   private byId = new Map<number, PortState>();
@@ -186,6 +345,14 @@ export class Reconciler {
   private nextId = 1;
 
   constructor(private readonly maps: NatMaps) {}
+
+  private feMap(f: IPFamily): KVMap {
+    return f === 4 ? this.maps.fe : this.maps.fe6;
+  }
+
+  private beMap(f: IPFamily): KVMap {
+    return f === 4 ? this.maps.be : this.maps.be6;
+  }
 
   /** Read the pinned maps and take over what they hold, ids included. */
   adopt(): AdoptReport {
@@ -197,30 +364,32 @@ export class Reconciler {
       let st = this.byId.get(id);
       if (!st) {
         const n = name && !this.byName.has(name) ? name : `${ORPHAN_PREFIX}${id}`;
-        st = newState(n, id, n === name);
+        st = newState(n, id, n === name, n === name ? parseServicePortName(n) : undefined);
         this.byId.set(id, st);
         this.byName.set(n, st);
         maxId = Math.max(maxId, id);
       }
       return st;
     };
-    for (const [k, v] of this.maps.meta.dump()) stateFor(k.readUInt32LE(0), decodeSvcMeta(v));
+    for (const [k, v] of entriesOf(this.maps.meta)) stateFor(k.readUInt32LE(0), decodeSvcMeta(v));
     let frontends = 0;
     let backends = 0;
-    for (const [k, v] of this.maps.fe.dump()) {
-      const key = decodeNatFeKey(k);
-      const val = decodeNatFeVal(v);
-      const fk = frontendKey(key);
-      stateFor(val.id).frontends.set(fk, { key, val });
-      this.feOwner.set(fk, val.id);
-      frontends++;
-    }
-    for (const [k, v] of this.maps.be.dump()) {
-      const key = decodeNatBeKey(k);
-      const st = stateFor(key.id);
-      if (key.ordinal >= NAT_BE_LOCAL_BASE) st.localBackends[key.ordinal - NAT_BE_LOCAL_BASE] = decodeNatBeVal(v);
-      else st.backends[key.ordinal] = decodeNatBeVal(v);
-      backends++;
+    for (const f of IP_FAMILIES) {
+      for (const [k, v] of entriesOf(this.feMap(f))) {
+        const key = decodeNatFeKey(k);
+        const val = decodeNatFeVal(v);
+        const fk = frontendKey(key);
+        stateFor(val.id).frontends.set(fk, { key, val });
+        this.feOwner.set(fk, val.id);
+        frontends++;
+      }
+      for (const [k, v] of entriesOf(this.beMap(f))) {
+        const key = decodeNatBeKey(k);
+        const sets = stateFor(key.id).be[f];
+        if (key.ordinal >= NAT_BE_LOCAL_BASE) sets.localBackends[key.ordinal - NAT_BE_LOCAL_BASE] = decodeNatBeVal(v);
+        else sets.backends[key.ordinal] = decodeNatBeVal(v);
+        backends++;
+      }
     }
     for (const [id, d] of this.maps.maglev?.digests() ?? []) stateFor(id).tableDigest = d;
     this.nextId = maxId + 1 > MAX_ID ? 1 : maxId + 1;
@@ -239,9 +408,25 @@ export class Reconciler {
 
   /** Make the maps hold exactly `desired`: everything else is removed. */
   syncAll(desired: Map<string, DesiredServicePort>): ApplyResult {
-    const changes = new Map<string, DesiredServicePort | null>(desired);
-    for (const name of this.byName.keys()) if (!desired.has(name)) changes.set(name, null);
-    return this.apply(changes);
+    return this.planAll(desired).execute();
+  }
+
+  /**
+   * syncAll, planned: see plan(). `desired` may be a generator that
+   * translates as it is read (the controller's full sync): each port is
+   * planned as it comes, so a 100k-Service sync does not hold every
+   * translation at once. Its names must be distinct, as a Map's are.
+   */
+  planAll(desired: Iterable<[string, DesiredServicePort]>): SyncPlan {
+    const planner = this.planner();
+    const seen = new Set<string>();
+    for (const [name, want] of desired) {
+      seen.add(name);
+      planner.add(name, want);
+    }
+    // The ports known before this round (fresh ones are all in `seen`), in the mirror's order.
+    for (const name of [...this.byName.keys()]) if (!seen.has(name)) planner.add(name, null);
+    return planner.finish();
   }
 
   private allocId(): number {
@@ -255,12 +440,39 @@ export class Reconciler {
 
   /** Apply desired state (null = remove) for the named Service ports. */
   apply(changes: Map<string, DesiredServicePort | null>): ApplyResult {
+    return this.plan(changes).execute();
+  }
+
+  /**
+   * apply() in two steps, so a caller can let the event loop turn while
+   * the slow part, Maglev tables, is prepared: plan every phase now,
+   * optionally `await plan.prepare()`, then `execute()` writes every phase
+   * in order. Before execute() nothing is written to the NAT maps and the
+   * mirror only holds the ids reserved for new ports; the caller must not
+   * plan or apply anything else in between.
+   */
+  plan(changes: Map<string, DesiredServicePort | null>): SyncPlan {
+    const planner = this.planner();
+    for (const [name, want] of changes) planner.add(name, want);
+    return planner.finish();
+  }
+
+  /**
+   * plan() one port at a time: add() each change in order, then finish().
+   * Every phase's ops come out in the order of the changes, as if all had
+   * been planned together. A port is planned as soon as it is added, so its
+   * translation can be dropped at once, unless the round's released
+   * frontends could matter to it (it wants a frontend another id holds):
+   * that port and every later one wait for finish(), when the round's
+   * released set is complete. Names must not repeat.
+   */
+  private planner(): { add(name: string, want: DesiredServicePort | null): void; finish(): SyncPlan } {
     const result: ApplyResult = { removedBackends: [], failed: [], conflicts: [], writes: 0, deletes: 0 };
     const before = new Map<PortState, Array<NatBeVal | undefined>>();
     const metaWrites: Op[] = [];
     const feDeletes: Op[] = [];
     const beWrites: Op[] = [];
-    const tableWrites: Op[] = [];
+    const tableWrites: TableOp[] = [];
     const feWrites: Op[] = [];
     const blackholeWrites: Op[] = [];
     const beDeletes: Op[] = [];
@@ -268,139 +480,197 @@ export class Reconciler {
     const metaDeletes: Op[] = [];
     const removed: PortState[] = [];
     const fresh: PortState[] = [];
+    const metaPacked = new Packed(4, SVC_META_NAME_LEN);
+    const bePacked: PerFamily = { 4: new Packed(NAT_BE_KEY_SIZE, NAT_BE_VAL_SIZE), 6: new Packed(NAT_BE_KEY_SIZE, NAT_BE6_VAL_SIZE) };
+    const fePacked = (): PerFamily => ({ 4: new Packed(NAT_FE_KEY_SIZE, NAT_FE_VAL_SIZE), 6: new Packed(NAT_FE6_KEY_SIZE, NAT_FE_VAL_SIZE) });
+    const feWritePacked = fePacked();
+    const blackholePacked = fePacked();
 
     // Frontends released in this round may be taken over in the same round.
     const released = new Set<string>();
-    for (const [name, want] of changes) {
-      const st = this.byName.get(name);
-      if (!st) continue;
-      const keep = new Set((want?.frontends ?? []).map(frontendKey));
-      for (const fk of st.frontends.keys()) if (!keep.has(fk)) released.add(fk);
-    }
+    /** Changes waiting for finish(), once one needed the complete released set. */
+    let waiting: Array<{ name: string; want: DesiredServicePort | null; fks: string[] }> | undefined;
 
-    for (const [name, want] of changes) {
+    const planPort = (name: string, want: DesiredServicePort | null, fks: string[]): void => {
       let st = this.byName.get(name);
-      if (st) before.set(st, [...st.backends, ...st.localBackends]);
+      if (st) before.set(st, allBackends(st));
       if (want === null) {
-        if (!st) continue;
+        if (!st) return;
         removed.push(st);
         this.planFrontendDeletes(st, new Set(), feDeletes);
-        this.planBackendDeletes(st, 'backends', 0, beDeletes);
-        this.planBackendDeletes(st, 'localBackends', 0, beDeletes);
+        for (const f of IP_FAMILIES) {
+          this.planBackendDeletes(st, f, 'backends', 0, beDeletes);
+          this.planBackendDeletes(st, f, 'localBackends', 0, beDeletes);
+        }
         this.planTable(st, [], [], [], tableWrites, tableDeletes);
         const s = st;
-        metaDeletes.push({ port: s, key: encodeU32(s.id), commit: () => (s.metaWritten = false) });
-        continue;
+        metaDeletes.push({ port: s, family: 4, key: encodeU32(s.id), commit: () => (s.metaWritten = false) });
+        return;
       }
       if (!st) {
-        st = newState(name, this.allocId(), false);
+        st = newState(name, this.allocId(), false, want);
         this.byName.set(name, st);
         this.byId.set(st.id, st);
         fresh.push(st);
       }
       const s = st;
-      if (!s.metaWritten) {
-        metaWrites.push({ port: s, key: encodeU32(s.id), value: encodeSvcMeta(name), commit: () => (s.metaWritten = true) });
-      }
+      if (!s.metaWritten) metaWrites.push(new MetaWrite(s, metaPacked));
 
       const wanted = new Map<string, Frontend>();
-      for (const f of want.frontends) {
-        const fk = frontendKey(f);
+      for (const [i, f] of want.frontends.entries()) {
+        const fk = fks[i] as string;
         const owner = this.feOwner.get(fk);
         if (owner !== undefined && owner !== s.id && !released.has(fk)) {
-          result.conflicts.push({ name, frontend: fk, owner: this.byId.get(owner)?.name ?? String(owner) });
+          result.conflicts.push({ name, service: want.service, frontend: fk, owner: this.byId.get(owner)?.name ?? String(owner) });
           continue;
         }
         wanted.set(fk, f);
       }
       this.planFrontendDeletes(s, new Set(wanted.keys()), feDeletes);
 
-      const sizes = { backends: 0, localBackends: 0 };
-      const placed: Record<Group, NatBeVal[]> = { backends: [], localBackends: [] };
-      for (const group of ['backends', 'localBackends'] as const) {
-        const next = placeBackends(s[group], want[group]);
-        placed[group] = next;
-        sizes[group] = next.length;
-        next.forEach((b, i) => {
-          if (sameBackend(s[group][i], b)) return;
-          beWrites.push({
-            port: s,
-            key: encodeNatBeKey({ id: s.id, ordinal: GROUP_BASE[group] + i }),
-            value: encodeNatBeVal(b),
-            commit: () => (s[group][i] = b),
-          });
-        });
-        this.planBackendDeletes(s, group, next.length, beDeletes);
+      const placed: Record<IPFamily, Record<Group, NatBeVal[]>> = { 4: { backends: [], localBackends: [] }, 6: { backends: [], localBackends: [] } };
+      for (const fam of IP_FAMILIES) {
+        for (const group of ['backends', 'localBackends'] as const) {
+          const arr = s.be[fam][group];
+          if (arr.length === 0 && want[group].length === 0) {
+            placed[fam][group] = [];
+            continue;
+          }
+          const next = placeBackends(arr, want[group].filter((b) => addrFamily(b.addr) === fam));
+          placed[fam][group] = next;
+          let n = 0;
+          for (let i = 0; i < next.length; i++) if (!sameBackend(arr[i], next[i])) n++;
+          // Every ordinal (a first sync): no list of them.
+          let changed: number[] | undefined;
+          if (n > 0 && n < next.length) {
+            changed = [];
+            for (let i = 0; i < next.length; i++) if (!sameBackend(arr[i], next[i])) changed.push(i);
+          }
+          if (n > 0) beWrites.push(new BackendWrite(s, bePacked[fam], fam, arr, next, changed, group, n));
+          this.planBackendDeletes(s, fam, group, next.length, beDeletes);
+        }
       }
 
-      this.planTable(s, [...wanted.values()], placed.backends, placed.localBackends, tableWrites, tableDeletes);
+      // Maglev tables are IPv4 only: their one reader, the per-packet path, is IPv4 only.
+      const v4Frontends = [...wanted.values()].filter((f) => addrFamily(f.addr) === 4);
+      this.planTable(s, v4Frontends, placed[4].backends, placed[4].localBackends, tableWrites, tableDeletes);
       for (const [fk, f] of wanted) {
+        const fam = addrFamily(f.addr);
         const val: NatFeVal = {
           id: s.id,
-          count: f.blackhole ? NAT_FE_BLACKHOLE : sizes.backends,
-          local: f.blackhole ? 0 : sizes.localBackends,
+          count: f.blackhole ? NAT_FE_BLACKHOLE : placed[fam].backends.length,
+          local: f.blackhole ? 0 : placed[fam].localBackends.length,
           affinityTimeout: want.affinityTimeout,
           flags: f.flags,
         };
         const cur = s.frontends.get(fk);
         if (cur && sameFeVal(cur.val, val)) continue;
         const key: NatFeKey = { addr: f.addr, port: f.port, proto: f.proto, srcAddr: f.srcAddr, srcLen: f.srcLen };
-        (f.blackhole ? blackholeWrites : feWrites).push({
-          port: s,
-          fk,
-          key: encodeNatFeKey(key),
-          value: encodeNatFeVal(val),
-          commit: () => {
-            s.frontends.set(fk, { key, val });
-            this.feOwner.set(fk, s.id);
-          },
-        });
+        const packed = (f.blackhole ? blackholePacked : feWritePacked)[fam];
+        (f.blackhole ? blackholeWrites : feWrites).push(new FrontendWrite(s, packed, fam, fk, { key, val }, this.feOwner));
       }
-    }
+    };
 
-    const failed = new Map<PortState, ApplyError>();
-    const run = (ops: Op[], map: KVMap, del: boolean) => {
-      const todo = ops.filter((op) => !failed.has(op.port));
-      if (todo.length === 0) return;
-      try {
-        if (del) map.deleteBatch(todo.map((o) => o.key));
-        else map.updateBatch(todo.map((o) => o.key), todo.map((o) => o.value as Buffer));
-        for (const op of todo) op.commit();
-      } catch {
-        // Find out which Service ports failed: retry one entry at a time.
-        for (const op of todo) {
-          if (failed.has(op.port)) continue;
+    const add = (name: string, want: DesiredServicePort | null): void => {
+      const fks = want ? want.frontends.map(frontendKey) : [];
+      const st = this.byName.get(name);
+      if (st) {
+        const keep = new Set(fks);
+        for (const fk of st.frontends.keys()) if (!keep.has(fk)) released.add(fk);
+      }
+      // Held by another id (or by any, for a port without one yet): only the
+      // complete released set decides whether it is a conflict.
+      if (!waiting && fks.some((fk) => { const o = this.feOwner.get(fk); return o !== undefined && (!st || o !== st.id); })) waiting = [];
+      if (waiting) waiting.push({ name, want, fks });
+      else planPort(name, want, fks);
+    };
+
+    const finish = (): SyncPlan => {
+      for (const w of waiting ?? []) planPort(w.name, w.want, w.fks);
+      const ops = { metaWrites, feDeletes, beWrites, tableWrites, feWrites, blackholeWrites, beDeletes, tableDeletes, metaDeletes };
+      return this.finishPlan({ result, ops, before, removed, fresh });
+    };
+    return { add, finish };
+  }
+
+  /** The SyncPlan of planned ops: prepare() its Maglev tables, execute() every phase. */
+  private finishPlan(planned: Planned): SyncPlan {
+    const { tableWrites } = planned.ops;
+    const maglev = this.maps.maglev;
+    const build = (op: TableOp) => (op.value ??= op.build());
+    const prepare = async (): Promise<void> => {
+      let since = performance.now();
+      for (const op of tableWrites) {
+        if (maglev?.stage) {
           try {
-            if (del) map.delete(op.key);
-            else map.update(op.key, op.value as Buffer);
-            op.commit();
-          } catch (err) {
-            const e = err as { code?: string; message?: string };
-            failed.set(op.port, {
-              name: op.port.name,
-              map: map.name,
-              code: e.code ?? 'EUNKNOWN',
-              message: e.message ?? String(err),
-              full: isMapFull(err),
-            });
+            maglev.stage(op.key, op.build());
+            // The kernel holds it now: 10k tables of 64 KiB need not stay in RSS too.
+            op.value = stagedValue(maglev.valueSize);
+          } catch {
+            // execute() builds it again, writes it unstaged, and reports the error per port.
           }
+        } else {
+          build(op);
+        }
+        if (performance.now() - since >= PREPARE_SLICE_MS) {
+          await new Promise((resolve) => setImmediate(resolve));
+          since = performance.now();
         }
       }
-      if (del) result.deletes += todo.length;
-      else result.writes += todo.length;
+    };
+    return {
+      tables: tableWrites.length,
+      prepare,
+      execute: () => {
+        try {
+          return this.execute(planned, build);
+        } finally {
+          maglev?.discardStaged?.();
+        }
+      },
+    };
+  }
+
+  private execute(planned: Planned, build: (op: TableOp) => void): ApplyResult {
+    const { result, ops, before, removed, fresh } = planned;
+    const { metaWrites, feDeletes, beWrites, tableWrites, feWrites, blackholeWrites, beDeletes, tableDeletes, metaDeletes } = ops;
+    const failed = new Map<PortState, ApplyError>();
+    const run = (ops: Op[], maps: KVMap | Record<IPFamily, KVMap>, del: boolean) => {
+      if ('keySize' in maps) return runOn(ops, maps, del);
+      for (const f of IP_FAMILIES) runOn(ops.filter((o) => o.family === f), maps[f], del);
+    };
+    const runOn = (ops: Op[], map: KVMap, del: boolean) => {
+      const n = runPhase(ops, map, del, failed, (port, err) => {
+        const e = err as { code?: string; message?: string };
+        failed.set(port, {
+          name: port.name,
+          service: port.service,
+          map: map.name,
+          code: e.code ?? 'EUNKNOWN',
+          message: e.message ?? String(err),
+          full: isMapFull(err),
+        });
+      });
+      if (del) result.deletes += n;
+      else result.writes += n;
     };
 
     // A key another port writes in this round must go before that write,
     // or the delete would remove the new owner's entry.
     const taken = new Set([...feWrites, ...blackholeWrites].map((o) => o.fk));
+    const fe = { 4: this.maps.fe, 6: this.maps.fe6 };
+    const be = { 4: this.maps.be, 6: this.maps.be6 };
     run(metaWrites, this.maps.meta, false);
-    run(feDeletes.filter((o) => taken.has(o.fk)), this.maps.fe, true);
-    run(beWrites, this.maps.be, false);
-    if (this.maps.maglev) run(tableWrites, this.maps.maglev, false);
-    run(feWrites, this.maps.fe, false);
-    run(blackholeWrites, this.maps.fe, false);
-    run(feDeletes.filter((o) => !taken.has(o.fk)), this.maps.fe, true);
-    run(beDeletes, this.maps.be, true);
+    run(feDeletes.filter((o) => taken.has(o.fk)), fe, true);
+    run(beWrites, be, false);
+    if (this.maps.maglev) {
+      for (const op of tableWrites) if (!failed.has(op.port)) build(op);
+      run(tableWrites, this.maps.maglev, false);
+    }
+    run(feWrites, fe, false);
+    run(blackholeWrites, fe, false);
+    run(feDeletes.filter((o) => !taken.has(o.fk)), fe, true);
+    run(beDeletes, be, true);
     if (this.maps.maglev) run(tableDeletes, this.maps.maglev, true);
     run(metaDeletes, this.maps.meta, true);
 
@@ -408,10 +678,8 @@ export class Reconciler {
     // even for a port whose later phases failed. A backend still in either
     // set (a terminating local endpoint may be in the local set only) stays.
     for (const [st, prev] of before) {
-      const now = new Set(
-        [...st.backends, ...st.localBackends].filter((b): b is NatBeVal => b !== undefined).map(backendKey),
-      );
-      const proto = st.name.slice(st.name.lastIndexOf('/') + 1);
+      const now = new Set(allBackends(st).filter((b): b is NatBeVal => b !== undefined).map(backendKey));
+      const proto = st.proto ?? '';
       for (const b of prev) {
         if (b && !now.has(backendKey(b))) {
           now.add(backendKey(b)); // in both sets before: report it once
@@ -440,6 +708,7 @@ export class Reconciler {
       if (keep.has(fk)) continue;
       out.push({
         port: st,
+        family: addrFamily(fe.key.addr),
         fk,
         key: encodeNatFeKey(fe.key),
         commit: () => {
@@ -451,27 +720,28 @@ export class Reconciler {
   }
 
   /** Write the port's Maglev table when it changed; delete it when no frontend needs one. */
-  private planTable(st: PortState, frontends: Frontend[], cluster: NatBeVal[], local: NatBeVal[], writes: Op[], deletes: Op[]): void {
+  private planTable(st: PortState, frontends: Frontend[], cluster: NatBeVal[], local: NatBeVal[], writes: TableOp[], deletes: Op[]): void {
     const maglev = this.maps.maglev;
     if (!maglev) return;
     const plan = planMaglevTable(frontends, cluster, local, maglev.tableSize);
     if (!plan) {
       if (st.tableDigest !== undefined) {
-        deletes.push({ port: st, key: encodeU32(st.id), commit: () => (st.tableDigest = undefined) });
+        deletes.push({ port: st, family: 4, key: encodeU32(st.id), commit: () => (st.tableDigest = undefined) });
       }
       return;
     }
     if (plan.digest === st.tableDigest) return;
     const digest = plan.digest;
-    writes.push({ port: st, key: encodeU32(st.id), value: plan.build(), commit: () => (st.tableDigest = digest) });
+    writes.push({ port: st, family: 4, key: encodeU32(st.id), build: plan.build, commit: () => (st.tableDigest = digest) });
   }
 
-  private planBackendDeletes(st: PortState, group: Group, from: number, out: Op[]): void {
-    const arr = st[group];
+  private planBackendDeletes(st: PortState, family: IPFamily, group: Group, from: number, out: Op[]): void {
+    const arr = st.be[family][group];
     for (let i = from; i < arr.length; i++) {
       if (!arr[i]) continue;
       out.push({
         port: st,
+        family,
         key: encodeNatBeKey({ id: st.id, ordinal: GROUP_BASE[group] + i }),
         commit: () => {
           arr[i] = undefined;
@@ -488,7 +758,7 @@ export class Reconciler {
     let tables = 0;
     for (const st of this.byName.values()) {
       frontends += st.frontends.size;
-      backends += st.backends.filter(Boolean).length + st.localBackends.filter(Boolean).length;
+      backends += allBackends(st).filter(Boolean).length;
       if (st.tableDigest !== undefined) tables++;
     }
     return { frontends, backends, ports: this.byName.size, tables };

@@ -104,8 +104,8 @@ export class ObjectStore {
     this.emit(changed);
   }
 
-  /** Replace every object of a kind with this list (a re-list, or a manifest reload). */
-  replace(kind: Kind, raws: unknown[]): void {
+  /** Replace every object of a kind with this list (a re-list, or a manifest reload), read once, in order. */
+  replace(kind: Kind, raws: Iterable<unknown>): void {
     const changed = new Set<string>();
     const seen = new Set<string>();
     for (const raw of raws) {
@@ -191,10 +191,12 @@ export class ObjectStore {
   }
 
   slicesFor(key: string): EndpointSlice[] {
-    return [...(this.slicesBySvc.get(key) ?? [])].flatMap((k) => {
+    const out: EndpointSlice[] = [];
+    for (const k of this.slicesBySvc.get(key) ?? []) {
       const s = this.slices.get(k);
-      return s ? [s.value] : [];
-    });
+      if (s) out.push(s.value);
+    }
+    return out;
   }
 
   serviceKeys(): string[] {

@@ -36,6 +36,11 @@ export interface OpenObjectOptions {
   pinRoot?: string;
   /** Override max_entries per map name before load. Unknown names throw. */
   maxEntries?: Record<string, number>;
+  /**
+   * Pin path per map name, overriding <pinRoot>/<name>: versioned pin names
+   * (src/datapath/migrate.ts). Names the object does not declare are ignored.
+   */
+  pinPaths?: Record<string, string>;
 }
 
 /** A loaded bpf_object. Map/prog fds belong to it and are closed by close(). */
@@ -174,6 +179,10 @@ export interface KprBpfNative {
   mapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name?: string, flags?: number): number;
   /** bpf_map_get_fd_by_id: e.g. the inner map a map-in-map entry holds (lookup returns its id). */
   mapGetFdById(id: number): number;
+  /** bpf_prog_get_fd_by_id: hold the program a link or tc filter runs (progId), e.g. to put it back. */
+  progGetFdById(id: number): number;
+  /** SO_NETNS_COOKIE: the caller's network namespace, as bpf_get_netns_cookie() names it. */
+  netnsCookie(): bigint;
 }
 
 let cached: KprBpfNative | undefined;
@@ -184,7 +193,7 @@ export function addonPath(): string {
 }
 
 /** Loads (once) and returns the native module. Throws a clear error if it is not built. */
-export function loadAddon(): KprBpfNative {
+function loadAddon(): KprBpfNative {
   if (cached) return cached;
   const path = addonPath();
   if (!existsSync(path)) throw new Error(`kpr native addon not found at ${path}; run "npm run build:addon"`);
@@ -193,75 +202,16 @@ export function loadAddon(): KprBpfNative {
   return cached;
 }
 
-// Named function exports (each forwards to the lazily loaded native module).
-export const openObject: KprBpfNative['openObject'] = (path, opts) => loadAddon().openObject(path, opts);
-export const mapInfo: KprBpfNative['mapInfo'] = (fd) => loadAddon().mapInfo(fd);
-export const mapLookup: KprBpfNative['mapLookup'] = (fd, key) => loadAddon().mapLookup(fd, key);
-export const mapUpdate: KprBpfNative['mapUpdate'] = (fd, key, value, flags) => loadAddon().mapUpdate(fd, key, value, flags);
-export const mapDelete: KprBpfNative['mapDelete'] = (fd, key) => loadAddon().mapDelete(fd, key);
-export const mapDump: KprBpfNative['mapDump'] = (fd) => loadAddon().mapDump(fd);
-export const mapUpdateBatch: KprBpfNative['mapUpdateBatch'] = (fd, keys, values, count, flags) =>
-  loadAddon().mapUpdateBatch(fd, keys, values, count, flags);
-export const mapDeleteBatch: KprBpfNative['mapDeleteBatch'] = (fd, keys, count) => loadAddon().mapDeleteBatch(fd, keys, count);
-export const mapLookupBatch = (fd: number): LookupBatchResult => loadAddon().mapLookupBatch(fd);
-export const mapLookupBatchStep = (fd: number, cursor: Buffer | null, max: number): LookupBatchResult & { cursor: Buffer | null } => {
+/**
+ * The native module, loaded on first use (a missing build is reported by the
+ * first call, not at import): `bpf.mapLookup(fd, key)`.
+ */
+export const bpf: KprBpfNative = new Proxy({} as KprBpfNative, {
+  get: (_target, name) => loadAddon()[name as keyof KprBpfNative],
+});
+
+/** One step of a batch walk (cursor null to start); the next cursor is null at the end. */
+export function mapLookupBatchStep(fd: number, cursor: Buffer | null, max: number): LookupBatchResult & { cursor: Buffer | null } {
   const r = loadAddon().mapLookupBatch(fd, cursor, max);
   return { ...r, cursor: r.cursor ?? null };
-};
-export const objGet: KprBpfNative['objGet'] = (path) => loadAddon().objGet(path);
-export const objPin: KprBpfNative['objPin'] = (fd, path) => loadAddon().objPin(fd, path);
-export const closeFd: KprBpfNative['closeFd'] = (fd) => loadAddon().closeFd(fd);
-export const progAttachCgroup: KprBpfNative['progAttachCgroup'] = (progFd, cgroupPath, attachType) =>
-  loadAddon().progAttachCgroup(progFd, cgroupPath, attachType);
-export const linkUpdate: KprBpfNative['linkUpdate'] = (linkFd, newProgFd, expectedOldProgFd) =>
-  loadAddon().linkUpdate(linkFd, newProgFd, expectedOldProgFd);
-export const linkDetach: KprBpfNative['linkDetach'] = (linkFd) => loadAddon().linkDetach(linkFd);
-export const linkInfo: KprBpfNative['linkInfo'] = (linkFd) => loadAddon().linkInfo(linkFd);
-export const progInfo: KprBpfNative['progInfo'] = (fd) => loadAddon().progInfo(fd);
-export const cgroupQuery: KprBpfNative['cgroupQuery'] = (cgroupPath, attachType) => loadAddon().cgroupQuery(cgroupPath, attachType);
-export const tcAttach: KprBpfNative['tcAttach'] = (ifindex, direction, progFd, opts) =>
-  loadAddon().tcAttach(ifindex, direction, progFd, opts);
-export const tcDetach: KprBpfNative['tcDetach'] = (ifindex, direction, handle, priority) =>
-  loadAddon().tcDetach(ifindex, direction, handle, priority);
-export const tcQuery: KprBpfNative['tcQuery'] = (ifindex, direction, handle, priority) =>
-  loadAddon().tcQuery(ifindex, direction, handle, priority);
-export const tcxAttach: KprBpfNative['tcxAttach'] = (ifindex, direction, progFd) => loadAddon().tcxAttach(ifindex, direction, progFd);
-export const progTestRun: KprBpfNative['progTestRun'] = (progFd, data, opts) => loadAddon().progTestRun(progFd, data, opts);
-export const ifNameToIndex: KprBpfNative['ifNameToIndex'] = (name) => loadAddon().ifNameToIndex(name);
-export const errnoName: KprBpfNative['errnoName'] = (errno) => loadAddon().errnoName(errno);
-export const iterRead: KprBpfNative['iterRead'] = (progFd, netnsPath) => loadAddon().iterRead(progFd, netnsPath);
-export const mapCreate: KprBpfNative['mapCreate'] = (type, keySize, valueSize, maxEntries, name, flags) =>
-  loadAddon().mapCreate(type, keySize, valueSize, maxEntries, name, flags);
-export const mapGetFdById: KprBpfNative['mapGetFdById'] = (id) => loadAddon().mapGetFdById(id);
-
-/** All functions as one object, handy for dependency injection / fakes in unit tests. */
-export const addon: KprBpfNative = {
-  openObject,
-  mapInfo,
-  mapLookup,
-  mapUpdate,
-  mapDelete,
-  mapDump,
-  mapUpdateBatch,
-  mapDeleteBatch,
-  mapLookupBatch,
-  objGet,
-  objPin,
-  closeFd,
-  progAttachCgroup,
-  linkUpdate,
-  linkDetach,
-  linkInfo,
-  progInfo,
-  cgroupQuery,
-  tcAttach,
-  tcDetach,
-  tcQuery,
-  tcxAttach,
-  progTestRun,
-  ifNameToIndex,
-  errnoName,
-  iterRead,
-  mapCreate,
-  mapGetFdById,
-};
+}

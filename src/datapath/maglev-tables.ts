@@ -9,10 +9,10 @@
  * (one atomic update), so the data path sees the old table or the new one,
  * never a mix.
  */
-import * as bpf from './addon.js';
-import { MemoryMap, type KVMap } from './kvmap.js';
+import { bpf, BPF_ANY, BPF_F_INNER_MAP, BPF_MAP_TYPE_ARRAY } from './addon.js';
+import type { KVMap } from './kvmap.js';
 
-export const MAGLEV_CHUNK = 16;
+const MAGLEV_CHUNK = 16;
 const CHUNK_BYTES = MAGLEV_CHUNK * 4;
 const INNER_NAME = 'kpr_maglev_tbl';
 
@@ -61,6 +61,16 @@ export interface MaglevMap extends KVMap {
   readonly tableSize: number;
   /** service id -> digest of the table installed for it (one lookup each, no full read). */
   digests(): Map<number, number>;
+  /**
+   * Build the kernel's copy of the table for `key` ahead of its write, so
+   * the write itself is one outer-map update and the caller need not keep
+   * the 64 KiB value: until discardStaged(), update(key, any value)
+   * installs the staged table. Lets a caller spread a first sync's work
+   * over event-loop turns.
+   */
+  stage?(key: Buffer, value: Buffer): void;
+  /** Forget every staged table (those installed stay in the map). */
+  discardStaged?(): void;
 }
 
 function idKey(id: number): Buffer {
@@ -74,10 +84,12 @@ export class BpfMaglevTables implements MaglevMap {
   readonly valueSize: number;
   readonly maxEntries: number;
 
+  /** ownsFd: as BpfMap's (an object's map is closed with the object). */
   constructor(
     readonly name: string,
     readonly fd: number,
     readonly tableSize: number,
+    private readonly ownsFd = false,
   ) {
     this.valueSize = maglevTableBytes(tableSize);
     this.maxEntries = bpf.mapInfo(fd).maxEntries;
@@ -108,22 +120,54 @@ export class BpfMaglevTables implements MaglevMap {
     });
   }
 
-  update(key: Buffer, value: Buffer): void {
-    this.check(key, this.keySize, 'key');
-    this.check(value, this.valueSize, 'value');
+  /** A new inner map holding the table; the caller closes its fd. */
+  private fill(value: Buffer): number {
     const chunks = value.length / CHUNK_BYTES;
-    const inner = bpf.mapCreate(bpf.BPF_MAP_TYPE_ARRAY, 4, CHUNK_BYTES, chunks, INNER_NAME, bpf.BPF_F_INNER_MAP);
+    const inner = bpf.mapCreate(BPF_MAP_TYPE_ARRAY, 4, CHUNK_BYTES, chunks, INNER_NAME, BPF_F_INNER_MAP);
     try {
       const keys = Buffer.alloc(chunks * 4);
       for (let i = 0; i < chunks; i++) keys.writeUInt32LE(i, i * 4);
-      bpf.mapUpdateBatch(inner, keys, value, chunks, bpf.BPF_ANY);
+      bpf.mapUpdateBatch(inner, keys, value, chunks, BPF_ANY);
+      return inner;
+    } catch (err) {
+      bpf.closeFd(inner);
+      throw err;
+    }
+  }
+
+  /** Inner maps filled ahead of their update(), by service id. */
+  private readonly staged = new Map<number, number>();
+
+  stage(key: Buffer, value: Buffer): void {
+    this.check(key, this.keySize, 'key');
+    this.check(value, this.valueSize, 'value');
+    const id = key.readUInt32LE(0);
+    const fd = this.fill(value);
+    const old = this.staged.get(id);
+    this.staged.set(id, fd);
+    if (old !== undefined) bpf.closeFd(old);
+  }
+
+  discardStaged(): void {
+    for (const fd of this.staged.values()) bpf.closeFd(fd);
+    this.staged.clear();
+  }
+
+  update(key: Buffer, value: Buffer): void {
+    this.check(key, this.keySize, 'key');
+    this.check(value, this.valueSize, 'value');
+    // A staged table stays staged until discardStaged(), so a retry of
+    // this update (after a failed batch) installs it again.
+    const staged = this.staged.get(key.readUInt32LE(0));
+    const inner = staged ?? this.fill(value);
+    try {
       const fdVal = Buffer.alloc(4);
       fdVal.writeUInt32LE(inner, 0);
-      bpf.mapUpdate(this.fd, key, fdVal, bpf.BPF_ANY);
+      bpf.mapUpdate(this.fd, key, fdVal, BPF_ANY);
     } finally {
       // The outer map holds its own reference; the old table goes once no
       // program uses it any more.
-      bpf.closeFd(inner);
+      if (staged === undefined) bpf.closeFd(inner);
     }
   }
 
@@ -168,24 +212,8 @@ export class BpfMaglevTables implements MaglevMap {
   }
 
   close(): void {
-    bpf.closeFd(this.fd);
-  }
-}
-
-/** In-memory twin for unit tests, with the same sizes and "full" errors. */
-export class MemoryMaglevTables extends MemoryMap implements MaglevMap {
-  constructor(
-    readonly tableSize: number,
-    maxEntries: number,
-    name = 'kpr_v4_maglev',
-  ) {
-    super(name, 4, maglevTableBytes(tableSize), maxEntries);
-  }
-
-  digests(): Map<number, number> {
-    const out = new Map<number, number>();
-    for (const [k, v] of this.dump()) out.set(k.readUInt32LE(0), decodeMaglevTable(v).digest);
-    return out;
+    this.discardStaged();
+    if (this.ownsFd) bpf.closeFd(this.fd);
   }
 }
 

@@ -13,13 +13,15 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import * as bpf from './addon.js';
+import { bpf, type BpfObject } from './addon.js';
 import { decodeSockDestroyRecs, encodeSockDestroyKey, type SockDestroyRec } from './codec.js';
-import { SOCK_DESTROY_OBJECT, SOCK_DESTROY_PROGRAMS, type MapSizes } from './layout.js';
-import { mapMaxEntries } from './loader.js';
-import { BpfMap } from './maps.js';
+import { SOCK_DESTROY_OBJECT, SOCK_DESTROY_PROGRAMS, type MapSizes } from './names.js';
+import { mapMaxEntries } from './datapath.js';
+import { BpfMap } from './bpf-map.js';
+import { versionedPinPaths } from './migrate.js';
 import { bpfObjectPath } from '../util/paths.js';
 import type { RemovedBackend } from '../controller/reconciler.js';
+import { addrFamily } from '../util/ip.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 
@@ -45,7 +47,7 @@ export interface ReapReport {
 }
 
 /** Network namespaces of the processes in a cgroup subtree: one /proc path per namespace. */
-export function netnsOfCgroup(cgroup: string): string[] {
+function netnsOfCgroup(cgroup: string, denied?: { count: number; first?: string }): string[] {
   const seen = new Map<string, string>();
   const walk = (dir: string) => {
     let procs: string[] = [];
@@ -60,8 +62,14 @@ export function netnsOfCgroup(cgroup: string): string[] {
         const st = statSync(path);
         const id = `${st.dev}:${st.ino}`;
         if (!seen.has(id)) seen.set(id, path);
-      } catch {
-        /* exited */
+      } catch (err) {
+        // Exited: nothing to do. Anything else (EACCES without
+        // CAP_SYS_PTRACE) hides a namespace whose sockets stay connected.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (denied && code !== 'ENOENT' && code !== 'ESRCH') {
+          denied.count++;
+          denied.first ??= `${code ?? 'error'} on ${path}`;
+        }
       }
     }
     let entries: string[] = [];
@@ -79,8 +87,10 @@ export function netnsOfCgroup(cgroup: string): string[] {
 export class SockDestroyer {
   private constructor(
     private readonly opts: SockDestroyOptions,
-    private readonly obj: bpf.BpfObject | undefined,
+    private readonly obj: BpfObject | undefined,
     private readonly targets: BpfMap | undefined,
+    /** kpr_sock_destroy_be6: IPv6 backends (slots in kpr_v6_sk_lb) */
+    private readonly targets6?: BpfMap | undefined,
   ) {}
 
   /**
@@ -93,8 +103,14 @@ export class SockDestroyer {
       const obj = bpf.openObject(opts.objectPath ?? bpfObjectPath(SOCK_DESTROY_OBJECT), {
         pinRoot: opts.pinPath,
         maxEntries: mapMaxEntries(opts.sizes),
+        pinPaths: versionedPinPaths(opts.pinPath),
       });
-      return new SockDestroyer(opts, obj, new BpfMap('kpr_sock_destroy_be', obj.mapFd('kpr_sock_destroy_be')));
+      return new SockDestroyer(
+        opts,
+        obj,
+        new BpfMap('kpr_sock_destroy_be', obj.mapFd('kpr_sock_destroy_be')),
+        new BpfMap('kpr_sock_destroy_be6', obj.mapFd('kpr_sock_destroy_be6')),
+      );
     } catch (err) {
       opts.log.warn(
         { err: (err as Error).message.split('\n')[0] },
@@ -112,16 +128,22 @@ export class SockDestroyer {
   /** Abort the connected sockets kpr sent to these backends. */
   reap(removed: RemovedBackend[]): ReapReport {
     const report: ReapReport = { destroyed: [], namespaces: 0, errors: [] };
-    const { obj, targets } = this;
+    const { obj, targets, targets6 } = this;
     const wanted = removed.filter((r) => r.proto === 'UDP' || (this.opts.tcp && r.proto === 'TCP'));
-    if (!obj || !targets || wanted.length === 0) return report;
-    const keys = wanted.map((r) => encodeSockDestroyKey({ svcId: r.svcId, addr: r.addr, port: r.port }));
+    if (!obj || !targets || !targets6 || wanted.length === 0) return report;
+    // Each family's backends in its own target map (the key holds the address).
+    const entries = wanted.map((r): [BpfMap, Buffer] => [
+      addrFamily(r.addr) === 4 ? targets : targets6,
+      encodeSockDestroyKey({ svcId: r.svcId, addr: r.addr, port: r.port }),
+    ]);
     const progs: string[] = [SOCK_DESTROY_PROGRAMS.udp];
     if (wanted.some((r) => r.proto === 'TCP')) progs.push(SOCK_DESTROY_PROGRAMS.tcp);
     try {
-      for (const k of keys) targets.update(k, Buffer.alloc(4));
-      const namespaces = netnsOfCgroup(this.opts.cgroup);
+      for (const [m, k] of entries) m.update(k, Buffer.alloc(4));
+      const denied = { count: 0 } as { count: number; first?: string };
+      const namespaces = netnsOfCgroup(this.opts.cgroup, denied);
       report.namespaces = namespaces.length;
+      if (denied.first) report.errors.push({ netns: this.opts.cgroup, message: `${denied.first} (and ${denied.count - 1} more processes): their namespaces were not walked` });
       for (const ns of namespaces) {
         for (const prog of progs) {
           try {
@@ -132,7 +154,7 @@ export class SockDestroyer {
         }
       }
     } finally {
-      for (const k of keys) targets.delete(k);
+      for (const [m, k] of entries) m.delete(k);
     }
     const m = this.opts.metrics;
     for (const d of report.destroyed) {

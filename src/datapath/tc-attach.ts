@@ -7,11 +7,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from '../log.js';
-import type { Datapath } from './loader.js';
-import { listLinks } from './loader.js';
-import type { TcRole } from './layout.js';
+import type { Datapath } from './datapath.js';
+import { listLinks } from '../util/netdev.js';
+import type { TcRole } from './names.js';
 
-export function globToRegExp(glob: string): RegExp {
+function globToRegExp(glob: string): RegExp {
   const esc = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
   return new RegExp(`^${esc}$`);
 }

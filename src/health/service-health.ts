@@ -9,6 +9,8 @@ import { createServer, type Server } from 'node:http';
 import type { ObjectStore } from '../controller/store.js';
 import type { Logger } from '../log.js';
 import { selectEndpoints } from '../model/endpoints.js';
+import { serviceFamilies } from '../model/translate.js';
+import { listenHost } from '../util/listen.js';
 
 export interface HealthTarget {
   namespace: string;
@@ -26,13 +28,19 @@ export function healthTarget(store: ObjectStore, key: string, nodeName: string |
   const svc = store.service(key);
   if (!svc || svc.externalTrafficPolicy !== 'Local' || svc.healthCheckNodePort === undefined) return undefined;
   const node = { name: nodeName, zone: nodeName === undefined ? undefined : store.node(nodeName)?.zone };
-  const local = new Set<string>();
   const slices = store.slicesFor(key);
-  for (const sp of svc.ports) {
-    const sel = selectEndpoints(svc, sp, slices, node);
-    if (sel.localReady > 0) for (const b of sel.local) local.add(b.addr);
+  // A dual-stack pod is one endpoint with an address per family: count the
+  // family that has the most, not their sum.
+  let localEndpoints = 0;
+  for (const family of serviceFamilies(svc)) {
+    const local = new Set<string>();
+    for (const sp of svc.ports) {
+      const sel = selectEndpoints(svc, sp, slices, node, family);
+      if (sel.localReady > 0) for (const b of sel.local) local.add(b.addr);
+    }
+    localEndpoints = Math.max(localEndpoints, local.size);
   }
-  return [svc.healthCheckNodePort, { namespace: svc.namespace, name: svc.name, localEndpoints: local.size }];
+  return [svc.healthCheckNodePort, { namespace: svc.namespace, name: svc.name, localEndpoints }];
 }
 
 /**
@@ -108,7 +116,7 @@ export class ServiceHealthServers {
         );
         entry.failedAt = Date.now();
       });
-      entry.server.listen(port, this.opts.host);
+      entry.server.listen(port, listenHost(this.opts.host));
       this.servers.set(port, entry);
     }
   }

@@ -24,6 +24,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { listenHost } from '../util/listen.js';
 
 export interface HealthState {
   /** Controller: oldest unwritten change, last successful write, first full sync done. */
@@ -42,8 +43,9 @@ export interface HealthState {
 }
 
 export interface HttpServerOptions {
-  healthzAddress: string;
-  metricsAddress: string;
+  /** undefined: off. Parsed once, by the CLI (parseAddress). */
+  healthzAddress?: ListenAddress | undefined;
+  metricsAddress?: ListenAddress | undefined;
   /** kube-proxy uses twice its sync period. */
   healthTimeoutMs: number;
   state: HealthState;
@@ -60,8 +62,13 @@ export function goTime(ms: number | undefined): string {
   return `${iso.slice(0, 10)} ${iso.slice(11, 19)}${frac ? '.' + frac : ''} +0000 UTC`;
 }
 
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
 /** host:port, [v6]:port or :port. */
-export function parseAddress(addr: string, flag: string): { host: string; port: number } {
+export function parseAddress(addr: string, flag: string): ListenAddress {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(addr);
   const port = m ? Number(m[3]) : NaN;
   if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
@@ -155,14 +162,15 @@ export class HttpServer {
 
   async start(): Promise<void> {
     const { healthzAddress, metricsAddress, log } = this.opts;
-    const plan: Array<{ addr: string; role: 'healthz' | 'metrics' | 'both'; flag: string }> = [];
-    if (healthzAddress && healthzAddress === metricsAddress) plan.push({ addr: healthzAddress, role: 'both', flag: 'healthz-bind-address' });
+    const plan: Array<{ addr: ListenAddress; role: 'healthz' | 'metrics' | 'both'; flag: string }> = [];
+    const same = healthzAddress && metricsAddress && healthzAddress.host === metricsAddress.host && healthzAddress.port === metricsAddress.port;
+    if (healthzAddress && same) plan.push({ addr: healthzAddress, role: 'both', flag: 'healthz-bind-address' });
     else {
       if (healthzAddress) plan.push({ addr: healthzAddress, role: 'healthz', flag: 'healthz-bind-address' });
       if (metricsAddress) plan.push({ addr: metricsAddress, role: 'metrics', flag: 'metrics-bind-address' });
     }
     for (const p of plan) {
-      const { host, port } = parseAddress(p.addr, p.flag);
+      const { host, port } = p.addr;
       const server = createServer((req, res) => {
         this.handle(req, res, p.role).catch((err: unknown) => {
           log.error({ err }, 'http handler failed');
@@ -171,8 +179,8 @@ export class HttpServer {
         });
       });
       await new Promise<void>((resolve, reject) => {
-        server.once('error', (err) => reject(new Error(`cannot listen on ${p.addr} (--${p.flag}): ${err.message}`)));
-        server.listen(port, host, () => resolve());
+        server.once('error', (err) => reject(new Error(`cannot listen on ${host.includes(':') ? `[${host}]` : host}:${port} (--${p.flag}): ${err.message}`)));
+        server.listen(port, listenHost(host), () => resolve());
       });
       this.servers.push(server);
       const a = server.address() as { address: string; port: number };

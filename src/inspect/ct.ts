@@ -9,6 +9,7 @@ import {
   CT_F_SNAT,
   CT_FWD,
   CT_REV,
+  ctKeyFor,
   decodeCtKey,
   decodeCtVal,
   encodeCtKey,
@@ -16,7 +17,8 @@ import {
   type CtVal,
 } from '../datapath/codec.js';
 import type { KVMap } from '../datapath/kvmap.js';
-import { ctTimeout, fwdKeyOf, tcpState } from '../controller/conntrack.js';
+import { ctTimeout, rawCtClock, tcpState } from '../datapath/conntrack.js';
+import { hostPort } from '../util/ip.js';
 
 export interface CtRow {
   proto: string;
@@ -40,20 +42,22 @@ export interface CtRow {
 const PROTO: Record<number, string> = { 6: 'TCP', 17: 'UDP', 1: 'ICMP' };
 
 function sides(k: CtKey, v: CtVal): { client: string; other: string } {
-  const a = `${k.addrA}:${k.portA}`;
-  const b = `${k.addrB}:${k.portB}`;
+  const a = hostPort(k.addrA, k.portA);
+  const b = hostPort(k.addrB, k.portB);
   return v.flags & CT_F_CLIENT_IS_A ? { client: a, other: b } : { client: b, other: a };
 }
 
-export function ctRows(ct: KVMap, nowNs: bigint = process.hrtime.bigint()): CtRow[] {
-  const entries = ct.dump().map(([k, v]) => ({ key: decodeCtKey(k), val: decodeCtVal(v), hex: k.toString('hex') }));
+/** kpr_v4_ct, and kpr_v6_ct when given: the flows of both families in one list. */
+export function ctRows(ct: KVMap, nowNs: bigint = process.hrtime.bigint(), ct6?: KVMap): CtRow[] {
+  const entries = [...ct.dump(), ...(ct6?.dump() ?? [])].map(([k, v]) => ({ key: decodeCtKey(k), val: decodeCtVal(v), raw: v, hex: k.toString('hex') }));
   const byHex = new Map(entries.map((e) => [e.hex, e]));
   const used = new Set<string>();
   const rows: CtRow[] = [];
   const secs = (ns: bigint) => Math.max(0, Math.round(Number(nowNs - ns) / 1e8) / 10);
   for (const e of entries) {
     if (e.val.type !== CT_REV) continue;
-    const fk = encodeCtKey(fwdKeyOf(e.key, e.val)).toString('hex');
+    // Decoded, not fwdKeyOfRev (the scanner's IPv4-only raw read): rows of both families.
+    const fk = encodeCtKey(ctKeyFor(e.key.proto, e.val.natSaddr, e.val.natSport, e.val.natAddr, e.val.natPort)).toString('hex');
     const fwd = byHex.get(fk);
     used.add(e.hex);
     if (fwd) used.add(fk);
@@ -61,8 +65,8 @@ export function ctRows(ct: KVMap, nowNs: bigint = process.hrtime.bigint()): CtRo
     const proto = PROTO[e.key.proto] ?? String(e.key.proto);
     rows.push({
       proto,
-      client: `${e.val.natSaddr}:${e.val.natSport}`,
-      frontend: `${e.val.natAddr}:${e.val.natPort}`,
+      client: hostPort(e.val.natSaddr, e.val.natSport),
+      frontend: hostPort(e.val.natAddr, e.val.natPort),
       backend: s.other,
       snat: e.val.flags & CT_F_SNAT ? s.client : null,
       state: e.key.proto === 6 ? tcpState(e.val) : 'active',
@@ -71,7 +75,7 @@ export function ctRows(ct: KVMap, nowNs: bigint = process.hrtime.bigint()): CtRo
       serviceId: e.val.svcId,
       ageSeconds: secs(e.val.created),
       idleSeconds: secs(e.val.lastSeen),
-      timeoutSeconds: ctTimeout(e.key.proto, e.val),
+      timeoutSeconds: ctTimeout(e.key.proto, rawCtClock(e.raw)),
       entries: fwd ? 'flow' : 'rev-only',
     });
   }
@@ -82,15 +86,15 @@ export function ctRows(ct: KVMap, nowNs: bigint = process.hrtime.bigint()): CtRo
       proto: PROTO[e.key.proto] ?? String(e.key.proto),
       client: s.client,
       frontend: s.other,
-      backend: `${e.val.natAddr}:${e.val.natPort}`,
-      snat: e.val.flags & CT_F_SNAT ? `${e.val.natSaddr}:${e.val.natSport}` : null,
+      backend: hostPort(e.val.natAddr, e.val.natPort),
+      snat: e.val.flags & CT_F_SNAT ? hostPort(e.val.natSaddr, e.val.natSport) : null,
       state: 'unknown',
       dsr: Boolean(e.val.flags & CT_F_DSR),
       dsrSide: e.val.flags & CT_F_DSR ? 'ingress' : null,
       serviceId: e.val.svcId,
       ageSeconds: secs(e.val.created),
       idleSeconds: secs(e.val.lastSeen),
-      timeoutSeconds: ctTimeout(e.key.proto, { ...e.val, tcpClient: 0, tcpServer: 0 }),
+      timeoutSeconds: ctTimeout(e.key.proto, rawCtClock(e.raw)),
       entries: 'fwd-only',
     });
   }

@@ -6,15 +6,17 @@
  */
 import { ObjectStore } from '../controller/store.js';
 import { createLogger } from '../log.js';
-import { KubeSource, loadKubeConfig } from '../sources/kube.js';
 import { ManifestSource } from '../sources/manifest.js';
 import type { Source } from '../sources/source.js';
 import { selectEndpoints, type EndpointVerdict, type NodeTopology } from '../model/endpoints.js';
-import { serviceSkipReason } from '../model/translate.js';
-import { servicePortName } from '../model/types.js';
+import { serviceFamilies, serviceSkipReason } from '../model/translate.js';
+import { servicePortName, type IPFamily } from '../model/types.js';
+import { hostPort } from '../util/ip.js';
 
 export interface EndpointReportRow {
   servicePort: string;
+  /** Each family is selected on its own: a dual-stack Service port has a row per family. */
+  family: IPFamily;
   policies: { internal: 'Cluster' | 'Local'; external: 'Cluster' | 'Local' };
   topology: string;
   topologyReason: string;
@@ -28,10 +30,11 @@ export function endpointReport(store: ObjectStore, nodeName: string | undefined)
     const svc = store.service(key);
     if (!svc || serviceSkipReason(svc)) continue;
     const slices = store.slicesFor(key);
-    for (const sp of svc.ports) {
-      const sel = selectEndpoints(svc, sp, slices, node);
+    for (const sp of svc.ports) for (const family of serviceFamilies(svc)) {
+      const sel = selectEndpoints(svc, sp, slices, node, family);
       rows.push({
         servicePort: servicePortName(svc.namespace, svc.name, sp.name, sp.protocol),
+        family,
         policies: { internal: svc.internalTrafficPolicy, external: svc.externalTrafficPolicy },
         topology: sel.topology || 'none',
         topologyReason: sel.topologyReason,
@@ -45,11 +48,12 @@ export function endpointReport(store: ObjectStore, nodeName: string | undefined)
 export function formatEndpointReport(r: { node: NodeTopology; rows: EndpointReportRow[] }): string {
   const out = [`node ${r.node.name ?? '(none)'}, zone ${r.node.zone ?? '(none)'}`];
   for (const row of r.rows) {
-    out.push('', `${row.servicePort}  iTP=${row.policies.internal} eTP=${row.policies.external}  topology: ${row.topology} (${row.topologyReason})`);
+    // IPv4 rows read as they did before dual-stack; IPv6 rows say so.
+    out.push('', `${row.servicePort}${row.family === 6 ? ' IPv6' : ''}  iTP=${row.policies.internal} eTP=${row.policies.external}  topology: ${row.topology} (${row.topologyReason})`);
     if (row.endpoints.length === 0) out.push('  no endpoints');
     for (const e of row.endpoints) {
       const sets = [e.inCluster ? 'cluster' : '', e.inLocal ? 'local' : ''].filter(Boolean).join('+') || 'out';
-      out.push(`  ${`${e.addr}:${e.port}`.padEnd(21)} ${(e.nodeName ?? '?').padEnd(12)} ${sets.padEnd(13)} ${e.reason}`);
+      out.push(`  ${hostPort(e.addr, e.port).padEnd(21)} ${(e.nodeName ?? '?').padEnd(12)} ${sets.padEnd(13)} ${e.reason}`);
     }
   }
   return out.join('\n') + '\n';
@@ -60,7 +64,11 @@ export async function inspectEndpoints(opts: { manifests?: string | undefined; k
   const log = createLogger('error');
   let source: Source;
   if (opts.manifests) source = new ManifestSource({ path: opts.manifests, log });
-  else if (opts.kubeconfig) source = new KubeSource({ kubeConfig: loadKubeConfig({ kubeconfig: opts.kubeconfig }), log, nodeName: opts.nodeName });
+  else if (opts.kubeconfig) {
+    // Loaded only when used (the Kubernetes client is large), as in kpr run.
+    const { KubeSource, loadKubeConfig } = await import('../sources/kube.js');
+    source = new KubeSource({ kubeConfig: loadKubeConfig({ kubeconfig: opts.kubeconfig }), log, nodeName: opts.nodeName });
+  }
   else throw new Error('give --manifests PATH or --kubeconfig PATH');
   const store = new ObjectStore();
   try {

@@ -12,7 +12,7 @@ import {
   decodeSvcMeta,
 } from '../datapath/codec.js';
 import type { KVMap } from '../datapath/kvmap.js';
-import { ipv4ToNumber } from '../util/ipv4.js';
+import { addrFamily, compareAddr, hostPort, type IPFamily } from '../util/ip.js';
 import {
   NAT_BE_F_LOCAL,
   NAT_BE_LOCAL_BASE,
@@ -24,6 +24,7 @@ import {
 } from '../model/types.js';
 
 export interface NatRow {
+  family: IPFamily;
   frontend: { addr: string; port: number; proto: string; source: string };
   service: string | null;
   id: number;
@@ -42,24 +43,45 @@ export interface NatRow {
 
 const PROTO_NAMES: Record<number, string> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
 
-export function natRows(maps: { fe: KVMap; be: KVMap; meta: KVMap }): NatRow[] {
+/**
+ * Both families when the IPv6 maps are given: a dual-stack Service port
+ * has rows in each, with the same id and name, each listing its own
+ * family's backends (kpr_v6_nat_be ordinals are separate from IPv4's).
+ */
+export function natRows(maps: { fe: KVMap; be: KVMap; meta: KVMap; fe6?: KVMap; be6?: KVMap }): NatRow[] {
   const names = new Map<number, string>();
   for (const [k, v] of maps.meta.dump()) names.set(k.readUInt32LE(0), decodeSvcMeta(v));
+  const rows: NatRow[] = [];
+  const families: Array<[KVMap, KVMap]> = [[maps.fe, maps.be]];
+  if (maps.fe6 && maps.be6) families.push([maps.fe6, maps.be6]);
+  for (const [feMap, beMap] of families) rows.push(...familyRows(feMap, beMap, names));
+  rows.sort(
+    (a, b) =>
+      compareAddr(a.frontend.addr, b.frontend.addr) ||
+      a.frontend.port - b.frontend.port ||
+      a.frontend.proto.localeCompare(b.frontend.proto) ||
+      a.frontend.source.localeCompare(b.frontend.source),
+  );
+  return rows;
+}
+
+function familyRows(feMap: KVMap, beMap: KVMap, names: Map<number, string>): NatRow[] {
   const backends = new Map<number, Map<number, { addr: string; port: number; flags?: number }>>();
-  for (const [k, v] of maps.be.dump()) {
+  for (const [k, v] of beMap.dump()) {
     const key = decodeNatBeKey(k);
     let m = backends.get(key.id);
     if (!m) backends.set(key.id, (m = new Map()));
     m.set(key.ordinal, decodeNatBeVal(v));
   }
   const rows: NatRow[] = [];
-  for (const [k, v] of maps.fe.dump()) {
+  for (const [k, v] of feMap.dump()) {
     const key = decodeNatFeKey(k);
     const val = decodeNatFeVal(v);
     const blackhole = val.count === NAT_FE_BLACKHOLE;
     const bes = backends.get(val.id) ?? new Map();
     const count = blackhole ? 0 : val.count;
     const row: NatRow = {
+      family: addrFamily(key.addr),
       frontend: { addr: key.addr, port: key.port, proto: PROTO_NAMES[key.proto] ?? String(key.proto), source: `${key.srcAddr}/${key.srcLen}` },
       service: names.get(val.id) ?? null,
       id: val.id,
@@ -88,13 +110,6 @@ export function natRows(maps: { fe: KVMap; be: KVMap; meta: KVMap }): NatRow[] {
     collect(NAT_BE_LOCAL_BASE, blackhole ? 0 : val.local, row.localBackends);
     rows.push(row);
   }
-  rows.sort(
-    (a, b) =>
-      ipv4ToNumber(a.frontend.addr) - ipv4ToNumber(b.frontend.addr) ||
-      a.frontend.port - b.frontend.port ||
-      a.frontend.proto.localeCompare(b.frontend.proto) ||
-      a.frontend.source.localeCompare(b.frontend.source),
-  );
   return rows;
 }
 
@@ -105,7 +120,7 @@ export function formatNatRows(rows: NatRow[]): string {
     if (r.blackhole) bes = 'drop (source not allowed)';
     else if (r.count === 0 && r.local === 0) bes = 'none: reject';
     else {
-      const list = (l: NatBackendRow[]) => l.map((b) => `${b.addr}:${b.port}${b.local ? '*' : ''}`).join(' ') || 'none';
+      const list = (l: NatBackendRow[]) => l.map((b) => `${hostPort(b.addr, b.port)}${b.local ? '*' : ''}`).join(' ') || 'none';
       bes = list(r.backends);
       // The local set matters only where a Local policy reads it.
       if (r.flags.some((f) => f.endsWith('-local'))) bes += ` | local: ${r.local === 0 ? 'none: drop' : list(r.localBackends)}`;
@@ -113,7 +128,7 @@ export function formatNatRows(rows: NatRow[]): string {
     }
     const extra = [...r.flags, ...(r.affinityTimeout ? [`affinity ${r.affinityTimeout}s`] : [])];
     return [
-      `${r.frontend.addr}:${r.frontend.port}`,
+      hostPort(r.frontend.addr, r.frontend.port),
       r.frontend.proto,
       r.frontend.source,
       r.service ?? '(unnamed)',

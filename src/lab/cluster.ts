@@ -9,6 +9,23 @@
  *   <name>-ext      an external client on the fabric (198.51.100.100, and
  *                   203.0.113.10 as a second source for source-range tests)
  *
+ * Dual-stack, with IPv6 only inside 2001:db8::/48: the fabric is
+ * 2001:db8:0:100::/64 (node k ::1k, the client ::100), node k's pods are
+ * 2001:db8:0:k::1j behind a link-local gateway fe80::1, IPv6 VIPs sit in
+ * 2001:db8:f::/64 and are routed to node 1 as the IPv4 ones. Addresses are
+ * added without duplicate address detection, so they work at once.
+ *
+ * ipv6Only: no IPv4 address anywhere (the LabNode/LabPod `ip` fields are
+ * empty), kpr given the IPv6 pod prefix only: an IPv6-only cluster.
+ *
+ * pathMtu: a router <name>-rtr on the fabric (198.51.100.200,
+ * 2001:db8:0:100::200) through which node 1 reaches node 2's pods and the
+ * external client; its routes to them have this MTU while every link stays
+ * at 1500, so a large packet from node 1 to either draws a real ICMP
+ * "fragmentation needed" or ICMPv6 Packet Too Big from the router, as a
+ * smaller-MTU hop on the path does. The endpoints' own MTUs (and TCP's
+ * MSS) do not see it.
+ *
  * Nothing is connected to the root namespace, so there is no route out.
  * Each node's kpr has its own pin path, its own child cgroup for its pods'
  * connect-time hooks, and tc programs on eth0 and the lxc* veths.
@@ -22,9 +39,10 @@ import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { ip, nodeArgv, run, runIn, wrapArgv } from './exec.js';
+import { defaultLabManifest } from './manifest.js';
 import { labScript } from './topology.js';
 import { ownScript } from '../util/paths.js';
-import type { ProbeResult } from './probe-result.js';
+import { PROBE_DEFAULTS, type ProbeResult } from './probe-result.js';
 import { Teardown } from './teardown.js';
 import { cgroup2Mount, removeCgroup } from '../util/cgroup.js';
 
@@ -32,14 +50,18 @@ export interface LabPod {
   name: string;
   netns: string;
   ip: string;
+  ip6: string;
   hostIface: string;
 }
 
 export interface LabNode {
   name: string;
   netns: string;
+  /** Empty in an IPv6-only lab, as is LabPod's. */
   ip: string;
+  ip6: string;
   podCidr: string;
+  podCidr6: string;
   pods: LabPod[];
   pinPath: string;
   cgroup: string;
@@ -49,10 +71,24 @@ export interface LabSpec {
   name: string;
   nodes: number;
   podsPerNode: number;
+  /** Only IPv6 addresses on nodes, pods and the client. */
+  ipv6Only?: boolean;
+  /** A router with this route MTU between node 1 and both node 2's pods and the client (see above). */
+  pathMtu?: number;
 }
 
 export const LAB_CLUSTER_CIDR = '192.0.2.0/24';
+/** The pods' IPv6 prefixes (2001:db8:0:k::/64) are all inside it; the fabric is not. */
+export const LAB_CLUSTER_CIDR6 = '2001:db8::/56';
 export const LAB_EXT_IP = '198.51.100.100';
+export const LAB_EXT_IP6 = '2001:db8:0:100::100';
+/** The pathMtu router's fabric addresses. */
+export const LAB_RTR_IP = '198.51.100.200';
+export const LAB_RTR_IP6 = '2001:db8:0:100::200';
+/** IPv6 Service addresses, routed to node 1 by the external client. */
+export const LAB_VIP6_CIDR = '2001:db8:f::/64';
+/** The pods' IPv6 gateway on every node: a link-local address of the host-side veth. */
+const POD_GW6 = 'fe80::1';
 /** The external client's second address, inside the LB Service's source range. */
 export const LAB_EXT_IP2 = '203.0.113.10';
 export const POD_PORT = 8080;
@@ -67,6 +103,8 @@ export class Lab {
   readonly nodes: LabNode[] = [];
   readonly fabricNs: string;
   readonly extNs: string;
+  /** The pathMtu router's namespace, when the lab has one. */
+  readonly rtrNs: string | undefined;
   readonly stateDir: string;
   readonly cgroupRoot: string;
 
@@ -78,8 +116,13 @@ export class Lab {
     if (spec.nodes < 1 || spec.nodes > 3 || spec.podsPerNode < 1 || spec.podsPerNode > 8) {
       throw new Error('a lab has 1-3 nodes and 1-8 pods per node');
     }
+    if (spec.pathMtu !== undefined && (spec.nodes < 2 || spec.pathMtu < 1280 || spec.pathMtu >= 1500)) {
+      throw new Error('pathMtu needs 2 nodes and an MTU of 1280-1499');
+    }
+    const v4 = !spec.ipv6Only;
     this.fabricNs = `${spec.name}-fabric`;
     this.extNs = `${spec.name}-ext`;
+    this.rtrNs = spec.pathMtu === undefined ? undefined : `${spec.name}-rtr`;
     this.stateDir = join(stateRoot, spec.name);
     this.cgroupRoot = join(cgroup2Mount(), `kpr-lab-${spec.name}`);
     for (let k = 1; k <= spec.nodes; k++) {
@@ -87,14 +130,22 @@ export class Lab {
       const node: LabNode = {
         name: `n${k}`,
         netns: `${spec.name}-n${k}`,
-        ip: `198.51.100.${10 + k}`,
+        ip: v4 ? `198.51.100.${10 + k}` : '',
+        ip6: `2001:db8:0:100::${10 + k}`,
         podCidr: `192.0.2.${base}/26`,
+        podCidr6: `2001:db8:0:${k}::/64`,
         pods: [],
         pinPath: `/sys/fs/bpf/kpr-lab-${spec.name}-n${k}`,
         cgroup: join(this.cgroupRoot, `n${k}`),
       };
       for (let j = 1; j <= spec.podsPerNode; j++) {
-        node.pods.push({ name: `n${k}-pod${j}`, netns: `${spec.name}-n${k}-p${j}`, ip: `192.0.2.${base + 10 + j}`, hostIface: `lxc${j}` });
+        node.pods.push({
+          name: `n${k}-pod${j}`,
+          netns: `${spec.name}-n${k}-p${j}`,
+          ip: v4 ? `192.0.2.${base + 10 + j}` : '',
+          ip6: `2001:db8:0:${k}::${10 + j}`,
+          hostIface: `lxc${j}`,
+        });
       }
       this.nodes.push(node);
     }
@@ -109,21 +160,30 @@ export class Lab {
   }
 
   private async namespaces(): Promise<string[]> {
-    return [this.fabricNs, this.extNs, ...this.nodes.flatMap((n) => [n.netns, ...n.pods.map((p) => p.netns)])];
+    return [this.fabricNs, this.extNs, ...(this.rtrNs ? [this.rtrNs] : []), ...this.nodes.flatMap((n) => [n.netns, ...n.pods.map((p) => p.netns)])];
   }
 
   /** Build the topology and start pods (not kpr). */
   async create(): Promise<void> {
     await mkdir(this.stateDir, { recursive: true });
     await mkdir(this.cgroupRoot, { recursive: true });
+    // No duplicate address detection in any namespace of the lab: its
+    // addresses are unique by construction, and a tentative address would
+    // not answer for a second.
+    const noDad = async (ns: string) => {
+      await runIn({ netns: ns }, 'sysctl', ['-q', '-w', 'net.ipv6.conf.all.accept_dad=0']);
+      await runIn({ netns: ns }, 'sysctl', ['-q', '-w', 'net.ipv6.conf.default.accept_dad=0']);
+    };
     await ip(['netns', 'add', this.fabricNs]);
+    await noDad(this.fabricNs);
     const fab = (args: string[]) => ip(['-n', this.fabricNs, ...args]);
     await fab(['link', 'add', 'br0', 'type', 'bridge']);
     await fab(['link', 'set', 'br0', 'up']);
     await fab(['link', 'set', 'lo', 'up']);
 
-    const plug = async (ns: string, port: string, addr: string) => {
+    const plug = async (ns: string, port: string, addr: string, addr6: string) => {
       await ip(['netns', 'add', ns]);
+      await noDad(ns);
       await fab(['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0']);
       await fab(['link', 'set', 'eth0', 'netns', ns]);
       await fab(['link', 'set', port, 'master', 'br0']);
@@ -131,11 +191,13 @@ export class Lab {
       const n = (args: string[]) => ip(['-n', ns, ...args]);
       await n(['link', 'set', 'lo', 'up']);
       await n(['link', 'set', 'eth0', 'up']);
-      await n(['addr', 'add', `${addr}/24`, 'dev', 'eth0']);
+      if (addr) await n(['addr', 'add', `${addr}/24`, 'dev', 'eth0']);
+      await n(['-6', 'addr', 'add', `${addr6}/64`, 'dev', 'eth0', 'nodad']);
     };
+    const v4 = !this.spec.ipv6Only;
 
     for (const node of this.nodes) {
-      await plug(node.netns, `p-${node.name}`, node.ip);
+      await plug(node.netns, `p-${node.name}`, node.ip, node.ip6);
       const n = (args: string[]) => ip(['-n', node.netns, ...args]);
       const sysctl = (key: string, v: string) => runIn({ netns: node.netns }, 'sysctl', ['-q', '-w', `${key}=${v}`]);
       await sysctl('net.ipv4.ip_forward', '1');
@@ -143,34 +205,83 @@ export class Lab {
       await sysctl('net.ipv4.conf.default.rp_filter', '0');
       await sysctl('net.ipv4.conf.eth0.rp_filter', '0');
       await sysctl('net.ipv4.conf.all.send_redirects', '0');
+      await sysctl('net.ipv6.conf.all.forwarding', '1');
       for (const other of this.nodes) {
-        if (other !== node) await n(['route', 'add', other.podCidr, 'via', other.ip, 'dev', 'eth0']);
+        if (other !== node) {
+          if (v4) await n(['route', 'add', other.podCidr, 'via', other.ip, 'dev', 'eth0']);
+          await n(['-6', 'route', 'add', other.podCidr6, 'via', other.ip6, 'dev', 'eth0']);
+        }
       }
       await mkdir(node.cgroup, { recursive: true });
       for (const pod of node.pods) {
         await ip(['netns', 'add', pod.netns]);
+        await noDad(pod.netns);
         // The node already has an eth0: create the pod end under a temporary name.
         const tmp = `tmp${pod.hostIface}`;
         await n(['link', 'add', pod.hostIface, 'type', 'veth', 'peer', 'name', tmp]);
         await n(['link', 'set', tmp, 'netns', pod.netns]);
         await ip(['-n', pod.netns, 'link', 'set', tmp, 'name', 'eth0']);
-        await n(['addr', 'add', '169.254.1.1/32', 'dev', pod.hostIface]);
+        if (v4) await n(['addr', 'add', '169.254.1.1/32', 'dev', pod.hostIface]);
         await n(['link', 'set', pod.hostIface, 'up']);
-        await n(['route', 'add', `${pod.ip}/32`, 'dev', pod.hostIface]);
+        if (v4) await n(['route', 'add', `${pod.ip}/32`, 'dev', pod.hostIface]);
+        await n(['-6', 'addr', 'add', `${POD_GW6}/64`, 'dev', pod.hostIface, 'nodad']);
+        await n(['-6', 'route', 'add', `${pod.ip6}/128`, 'dev', pod.hostIface]);
         const p = (args: string[]) => ip(['-n', pod.netns, ...args]);
         await p(['link', 'set', 'lo', 'up']);
         await p(['link', 'set', 'eth0', 'up']);
-        await p(['addr', 'add', `${pod.ip}/32`, 'dev', 'eth0']);
-        await p(['route', 'add', '169.254.1.1/32', 'dev', 'eth0']);
-        await p(['route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0']);
+        if (v4) {
+          await p(['addr', 'add', `${pod.ip}/32`, 'dev', 'eth0']);
+          await p(['route', 'add', '169.254.1.1/32', 'dev', 'eth0']);
+          await p(['route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0']);
+        }
+        await p(['-6', 'addr', 'add', `${pod.ip6}/128`, 'dev', 'eth0', 'nodad']);
+        await p(['-6', 'route', 'add', 'default', 'via', POD_GW6, 'dev', 'eth0']);
       }
     }
-    await plug(this.extNs, 'p-ext', LAB_EXT_IP);
-    // A second client address, in another network, for source-range tests.
-    await ip(['-n', this.extNs, 'addr', 'add', `${LAB_EXT_IP2}/32`, 'dev', 'eth0']);
-    for (const node of this.nodes) await ip(['-n', node.netns, 'route', 'add', `${LAB_EXT_IP2}/32`, 'via', LAB_EXT_IP]);
-    // External and LB addresses are routed to node 1, like an upstream router would.
-    await ip(['-n', this.extNs, 'route', 'add', '198.18.0.0/15', 'via', this.nodes[0]!.ip]);
+    await plug(this.extNs, 'p-ext', v4 ? LAB_EXT_IP : '', LAB_EXT_IP6);
+    if (v4) {
+      // A second client address, in another network, for source-range tests.
+      await ip(['-n', this.extNs, 'addr', 'add', `${LAB_EXT_IP2}/32`, 'dev', 'eth0']);
+      for (const node of this.nodes) await ip(['-n', node.netns, 'route', 'add', `${LAB_EXT_IP2}/32`, 'via', LAB_EXT_IP]);
+      // External and LB addresses are routed to node 1, like an upstream router would.
+      await ip(['-n', this.extNs, 'route', 'add', '198.18.0.0/15', 'via', this.nodes[0]!.ip]);
+    }
+    await ip(['-n', this.extNs, '-6', 'route', 'add', LAB_VIP6_CIDR, 'via', this.nodes[0]!.ip6]);
+    if (this.rtrNs) await this.createRouter(this.rtrNs, this.spec.pathMtu!, plug);
+  }
+
+  /** The pathMtu router, and node 1's routes to node 2's pods and the client through it. */
+  private async createRouter(ns: string, mtu: number, plug: (ns: string, port: string, addr: string, addr6: string) => Promise<void>): Promise<void> {
+    const v4 = !this.spec.ipv6Only;
+    await plug(ns, 'p-rtr', v4 ? LAB_RTR_IP : '', LAB_RTR_IP6);
+    const sysctl = (key: string, v: string) => runIn({ netns: ns }, 'sysctl', ['-q', '-w', `${key}=${v}`]);
+    await sysctl('net.ipv6.conf.all.forwarding', '1');
+    if (v4) {
+      await sysctl('net.ipv4.ip_forward', '1');
+      for (const c of ['all', 'eth0']) {
+        await sysctl(`net.ipv4.conf.${c}.rp_filter`, '0');
+        // In and out of the same port: a redirect would only tell node 1 to go direct.
+        await sysctl(`net.ipv4.conf.${c}.send_redirects`, '0');
+        // Its own ICMP errors come back through it when node 1 translates
+        // them for the client behind it: IPv4 would call that source martian.
+        await sysctl(`net.ipv4.conf.${c}.accept_local`, '1');
+      }
+    }
+    const [n1, n2] = this.nodes as [LabNode, LabNode];
+    for (const node of this.nodes) {
+      // Node 2's pods behind the small MTU; the way back to the others' is plain.
+      const m = node === n2 ? ['mtu', String(mtu)] : [];
+      if (v4) await ip(['-n', ns, 'route', 'add', node.podCidr, 'via', node.ip, 'dev', 'eth0', ...m]);
+      await ip(['-n', ns, '-6', 'route', 'add', node.podCidr6, 'via', node.ip6, 'dev', 'eth0', ...m]);
+    }
+    if (v4) {
+      await ip(['-n', ns, 'route', 'add', `${LAB_EXT_IP}/32`, 'dev', 'eth0', 'mtu', String(mtu)]);
+      await ip(['-n', n1.netns, 'route', 'replace', n2.podCidr, 'via', LAB_RTR_IP, 'dev', 'eth0']);
+      await ip(['-n', n1.netns, 'route', 'add', `${LAB_EXT_IP}/32`, 'via', LAB_RTR_IP, 'dev', 'eth0']);
+    }
+    await ip(['-n', ns, '-6', 'route', 'add', `${LAB_EXT_IP6}/128`, 'dev', 'eth0', 'mtu', String(mtu)]);
+    await ip(['-n', n1.netns, '-6', 'route', 'replace', n2.podCidr6, 'via', LAB_RTR_IP6, 'dev', 'eth0']);
+    await ip(['-n', n1.netns, '-6', 'route', 'add', `${LAB_EXT_IP6}/128`, 'via', LAB_RTR_IP6, 'dev', 'eth0']);
   }
 
   private async spawnDetached(tag: string, argv: [string, string[]]): Promise<number> {
@@ -187,7 +298,7 @@ export class Lab {
     const script = labScript('podserver');
     for (const node of this.nodes) {
       for (const pod of node.pods) {
-        const args = ['--name', pod.name, '--host', pod.ip, '--port', String(POD_PORT), '--http-port', String(POD_HTTP_PORT), '--bulk-port', String(POD_BULK_PORT)];
+        const args = ['--name', pod.name, ...(pod.ip ? ['--host', pod.ip] : []), '--host6', pod.ip6, '--port', String(POD_PORT), '--http-port', String(POD_HTTP_PORT), '--bulk-port', String(POD_BULK_PORT)];
         const argv = wrapArgv(process.execPath, [...nodeArgv(script), ...args], {
           netns: pod.netns,
           cgroup: node.cgroup,
@@ -204,20 +315,20 @@ export class Lab {
     }, 'pod servers');
   }
 
-  /** Start kpr on every node (inside the node's netns, not its mount ns). */
-  async startKpr(node: LabNode, extra: string[] = []): Promise<number> {
-    const cli = ownScript('cli');
-    const args = [
-      '--net=' + `/run/netns/${node.netns}`,
-      process.execPath,
-      ...nodeArgv(cli),
+  /**
+   * `kpr run`'s arguments for a node; paths as kpr sees them (a container
+   * may mount them elsewhere). olderBuild: a kpr from before dual-stack
+   * --cluster-cidr (the upgrade tests), given the IPv4 pod network only.
+   */
+  kprRunArgs(node: LabNode, at: { pinPath?: string; cgroup?: string; manifests?: string; olderBuild?: boolean } = {}): string[] {
+    return [
       'run',
       '--manifests',
-      this.manifestPath,
+      at.manifests ?? this.manifestPath,
       '--pin-path',
-      node.pinPath,
+      at.pinPath ?? node.pinPath,
       '--cgroup',
-      node.cgroup,
+      at.cgroup ?? node.cgroup,
       '--node-name',
       node.name,
       '--devices',
@@ -225,11 +336,20 @@ export class Lab {
       '--workload-ifaces',
       'lxc*',
       '--cluster-cidr',
-      LAB_CLUSTER_CIDR,
+      this.spec.ipv6Only ? LAB_CLUSTER_CIDR6 : at.olderBuild ? LAB_CLUSTER_CIDR : `${LAB_CLUSTER_CIDR},${LAB_CLUSTER_CIDR6}`,
       '--resync-interval',
       '30',
-      ...extra,
     ];
+  }
+
+  /**
+   * Start kpr on a node (inside the node's netns, not its mount ns). cli:
+   * another build's entry point (the upgrade test runs an older kpr);
+   * manifests: another source file than the lab's.
+   */
+  async startKpr(node: LabNode, extra: string[] = [], opts: { cli?: string; manifests?: string } = {}): Promise<number> {
+    const cli = opts.cli ?? ownScript('cli');
+    const args = ['--net=' + `/run/netns/${node.netns}`, process.execPath, ...nodeArgv(cli), ...this.kprRunArgs(node, { manifests: opts.manifests, olderBuild: opts.cli !== undefined }), ...extra];
     // nsenter, not `ip netns exec`: the latter remounts /sys and would hide
     // bpffs and the cgroup2 mount from kpr.
     return this.spawnDetached(`kpr-${node.name}`, ['nsenter', args]);
@@ -265,7 +385,14 @@ export class Lab {
 
   /** The probe client, from a pod or the external client. */
   async probe(where: { netns: string; cgroup?: string }, args: string[]): Promise<LabProbe> {
-    const out = await this.exec(where, process.execPath, [...nodeArgv(labScript('probe')), ...args], 120_000);
+    // The probe bounds itself by --duration (and --timeout per request): a
+    // long loop on a loaded machine must not be killed before it reports.
+    const flag = (name: string, dflt: number) => {
+      const i = args.indexOf(name);
+      return i >= 0 ? Number(args[i + 1]) : dflt;
+    };
+    const bound = flag('--duration', PROBE_DEFAULTS.durationMs) + flag('--timeout', PROBE_DEFAULTS.timeoutMs) + 30_000;
+    const out = await this.exec(where, process.execPath, [...nodeArgv(labScript('probe')), ...args], Math.max(120_000, bound));
     return JSON.parse(out) as LabProbe;
   }
 
@@ -356,73 +483,3 @@ export class Lab {
 }
 
 export type LabProbe = ProbeResult;
-
-/** A lab node as the kubelet would register it: zone label and InternalIP. */
-export function labNode(node: LabNode, zone: string | undefined): Record<string, unknown> {
-  return {
-    apiVersion: 'v1',
-    kind: 'Node',
-    metadata: { name: node.name, labels: { 'kubernetes.io/hostname': node.name, ...(zone ? { 'topology.kubernetes.io/zone': zone } : {}) } },
-    status: { addresses: [{ type: 'InternalIP', address: node.ip }, { type: 'Hostname', address: node.name }] },
-  };
-}
-
-/** The manifest `lab up` writes when there is none: one Service per behaviour. */
-export function defaultLabManifest(lab: Lab): unknown[] {
-  const ep = (pods: LabPod[], node: string) => pods.map((p) => ({ addresses: [p.ip], conditions: { ready: true }, nodeName: node }));
-  const allEndpoints = lab.nodes.flatMap((n) => ep(n.pods, n.name));
-  const n2 = lab.nodes[1] ?? lab.nodes[0]!;
-  const ports = [
-    { name: 'tcp', port: 80, protocol: 'TCP', targetPort: POD_PORT },
-    { name: 'udp', port: 53, protocol: 'UDP', targetPort: POD_PORT },
-  ];
-  const slicePorts = [
-    { name: 'tcp', port: POD_PORT, protocol: 'TCP' },
-    { name: 'udp', port: POD_PORT, protocol: 'UDP' },
-  ];
-  const svc = (name: string, spec: Record<string, unknown>, status?: unknown) => ({
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name, namespace: 'lab' },
-    spec: { ports, ...spec },
-    ...(status ? { status } : {}),
-  });
-  const slice = (svcName: string, endpoints: unknown[]) => ({
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name: `${svcName}-1`, namespace: 'lab', labels: { 'kubernetes.io/service-name': svcName } },
-    addressType: 'IPv4',
-    ports: slicePorts,
-    endpoints,
-  });
-  const np = (base: number) => [
-    { ...ports[0], nodePort: base },
-    { ...ports[1], nodePort: base + 1 },
-  ];
-  return [
-    // Nodes, one zone each, so topology hints have something to match.
-    ...lab.nodes.map((n, i) => labNode(n, `zone-${String.fromCharCode(97 + i)}`)),
-    svc('web', { type: 'NodePort', clusterIP: '198.18.0.10', ports: np(30080) }),
-    slice('web', allEndpoints),
-    // eTP=Local, endpoints only on node 2: node 1 must drop, node 2 keeps the client IP
-    svc('local', { type: 'NodePort', clusterIP: '198.18.0.11', externalTrafficPolicy: 'Local', healthCheckNodePort: 32100, ports: np(30090) }),
-    slice('local', ep(n2.pods, n2.name)),
-    // iTP=Local: pods only reach endpoints on their own node
-    svc('itp', { clusterIP: '198.18.0.12', internalTrafficPolicy: 'Local' }),
-    slice('itp', allEndpoints),
-    // no endpoints: REJECT
-    svc('empty', { type: 'NodePort', clusterIP: '198.18.0.13', ports: np(30100) }),
-    // externalIP and a LoadBalancer IP restricted to one source range
-    // sessionAffinity: ClientIP: one client, one backend
-    svc('sticky', { type: 'NodePort', clusterIP: '198.18.0.16', sessionAffinity: 'ClientIP', ports: np(30120) }),
-    slice('sticky', allEndpoints),
-    svc('ext', { clusterIP: '198.18.0.14', externalIPs: ['198.18.1.14'] }),
-    slice('ext', allEndpoints),
-    svc(
-      'lb',
-      { type: 'LoadBalancer', clusterIP: '198.18.0.15', loadBalancerSourceRanges: ['203.0.113.0/24'], ports: np(30110) },
-      { loadBalancer: { ingress: [{ ip: '198.18.1.15' }] } },
-    ),
-    slice('lb', allEndpoints),
-  ];
-}

@@ -3,7 +3,8 @@
  * per node), then each kind of Service traffic with real sockets, what
  * `kpr inspect` shows, and a full teardown (also on failure or ^C).
  */
-import { Lab, LAB_EXT_IP, LAB_EXT_IP2, type LabNode, type LabProbe } from './cluster.js';
+import { Lab, LAB_EXT_IP, LAB_EXT_IP2, LAB_EXT_IP6, type LabNode, type LabProbe } from './cluster.js';
+import { defaultLabManifest, labDualStackObjects, LAB_VIP6_DS } from './manifest.js';
 
 function say(text: string): void {
   process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
@@ -30,8 +31,8 @@ export async function runDemo(): Promise<void> {
   const onSignal = () => process.stderr.write('\ninterrupted: tearing down\n');
   process.once('SIGINT', onSignal);
   try {
-    say(`building lab ${lab.spec.name}: 2 nodes (${n1.ip}, ${n2.ip}), 2 pods each, an external client ${LAB_EXT_IP}`);
-    await lab.up();
+    say(`building lab ${lab.spec.name}: 2 dual-stack nodes (${n1.ip} ${n1.ip6}, ${n2.ip} ${n2.ip6}), 2 pods each, an external client ${LAB_EXT_IP} ${LAB_EXT_IP6}`);
+    await lab.up({ manifest: [...defaultLabManifest(lab), ...labDualStackObjects(lab)] });
     for (const node of lab.nodes) {
       await lab.waitFor(async () => (await lab.kprLog(node)).includes('"msg":"synced"'), `kpr on ${node.name}`);
     }
@@ -51,6 +52,16 @@ export async function runDemo(): Promise<void> {
     r = await lab.probe(ext, ['tcp', n1.ip, '30080', '--count', '40']);
     process.stdout.write(show(r));
     check('NodePort: backends on both nodes, they see the node address', Object.keys(r.pods).length === 4 && r.seenAs[n1.ip] === 40);
+
+    say(`IPv6 ClusterIP [${LAB_VIP6_DS}]:80 from a pod outside the cgroup (per-packet NAT in tc)`);
+    r = await lab.probe({ netns: n2.pods[0]!.netns }, ['tcp', LAB_VIP6_DS, '80', '--count', '40']);
+    process.stdout.write(show(r));
+    check('IPv6 ClusterIP via tc: all 4 pods answer, the peer is the VIP', Object.keys(r.pods).length === 4 && r.peers[`${LAB_VIP6_DS}:80`] === 40);
+
+    say(`IPv6 NodePort [${n1.ip6}]:30140 from the external client (SNAT to the node's IPv6 address)`);
+    r = await lab.probe(ext, ['tcp', n1.ip6, '30140', '--count', '40']);
+    process.stdout.write(show(r));
+    check('IPv6 NodePort: backends on both nodes, they see the node address', Object.keys(r.pods).length === 4 && r.seenAs[n1.ip6] === 40);
 
     say('externalTrafficPolicy=Local (endpoints only on node 2)');
     r = await lab.probe(ext, ['tcp', n2.ip, '30090', '--count', '20']);

@@ -16,20 +16,28 @@ function arg(name: string, dflt?: string): string {
 }
 
 const name = arg('name');
-const host = arg('host', '0.0.0.0');
 const port = Number(arg('port'));
 
-const tcp = createServer((sock) => {
-  sock.on('error', () => sock.destroy());
-  sock.end(`${name} ${sock.remoteAddress}:${sock.remotePort}\n`);
-});
-tcp.listen(port, host);
+/** The pod's IPv6 address in a dual-stack lab: every server listens there too. */
+const host6 = process.argv.includes('--host6') ? arg('host6') : undefined;
+/** The pod's IPv4 address; an IPv6-only pod (--host6 alone) has none. */
+const host = process.argv.includes('--host') || !host6 ? arg('host', '0.0.0.0') : undefined;
+const hosts = [host, host6].filter((h): h is string => h !== undefined);
 
-const udp = createSocket('udp4');
-udp.on('message', (msg, rinfo) => {
-  udp.send(`${name} ${rinfo.address}:${rinfo.port}\n`, rinfo.port, rinfo.address);
-});
-udp.bind(port, host);
+function serve(addr: string, type: 'udp4' | 'udp6') {
+  const tcp = createServer((sock) => {
+    sock.on('error', () => sock.destroy());
+    sock.end(`${name} ${sock.remoteAddress}:${sock.remotePort}\n`);
+  });
+  tcp.listen(port, addr);
+  const udp = createSocket({ type, ipv6Only: type === 'udp6' });
+  udp.on('message', (msg, rinfo) => {
+    udp.send(`${name} ${rinfo.address}:${rinfo.port}\n`, rinfo.port, rinfo.address);
+  });
+  udp.bind(port, addr);
+  tcp.on('listening', up);
+  udp.on('listening', up);
+}
 
 // HTTP on another port, for load generators such as wrk.
 const httpPort = process.argv.includes('--http-port') ? Number(arg('http-port')) : undefined;
@@ -37,24 +45,26 @@ const httpPort = process.argv.includes('--http-port') ? Number(arg('http-port'))
 // <upload> bytes; the pod answers "<name> <client> <bytes received>\n" and
 // then <download> bytes. Large enough to be sent as GSO/GRO segments.
 const bulkPort = process.argv.includes('--bulk-port') ? Number(arg('bulk-port')) : undefined;
-const servers = 2 + (httpPort ? 1 : 0) + (bulkPort ? 1 : 0);
+const servers = hosts.length * (2 + (httpPort ? 1 : 0) + (bulkPort ? 1 : 0));
 let ready = 0;
-const up = () => {
+function up() {
   if (++ready === servers) process.stdout.write(`ready ${name}\n`);
-};
-tcp.on('listening', up);
-udp.on('listening', up);
+}
+if (host) serve(host, 'udp4');
+if (host6) serve(host6, 'udp6');
 if (httpPort) {
-  const http = createHttpServer((req, res) => {
-    res.writeHead(200, { 'Content-Type': 'text/plain' });
-    res.end(`${name} ${req.socket.remoteAddress}\n`);
-  });
-  http.keepAliveTimeout = 5000;
-  http.listen(httpPort, host, up);
+  for (const h of hosts) {
+    const http = createHttpServer((req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      res.end(`${name} ${req.socket.remoteAddress}\n`);
+    });
+    http.keepAliveTimeout = 5000;
+    http.listen(httpPort, h, up);
+  }
 }
 if (bulkPort) {
   const MAX = 64 << 20;
-  const bulk = createServer((sock) => {
+  const bulk = () => createServer((sock) => {
     sock.on('error', () => sock.destroy());
     let head = '';
     let want = -1;
@@ -81,6 +91,6 @@ if (bulkPort) {
       }
     });
   });
-  bulk.listen(bulkPort, host, up);
+  for (const h of hosts) bulk().listen(bulkPort, h, up);
 }
 process.on('SIGTERM', () => process.exit(0));

@@ -1,7 +1,7 @@
 /**
  * A one-node topology in network namespaces: a node namespace with pods on
  * veths, each pod running podserver. Addresses come from 192.0.2.0/24 only,
- * and no namespace has a route out. destroy() removes everything it made, by
+ * plus 2001:db8::/48 when dual-stack, and no namespace has a route out. destroy() removes everything it made, by
  * name, even after a partial create.
  */
 import type { ChildProcess } from 'node:child_process';
@@ -13,10 +13,13 @@ export interface Pod {
   name: string;
   netns: string;
   ip: string;
+  /** The pod's IPv6 address, in a dual-stack topology. */
+  ip6?: string;
   proc?: ChildProcess;
 }
 
 export const NODE_IP = '192.0.2.1';
+export const NODE_IP6 = '2001:db8::1';
 
 /** The lab's own scripts (podserver, probe), compiled or not. */
 export function labScript(name: string): string {
@@ -32,6 +35,8 @@ export class NodeTopology {
     readonly prefix: string,
     private readonly podCount: number,
     readonly port = 8080,
+    /** Give the node and every pod an IPv6 address too (2001:db8::/48). */
+    readonly dualStack = false,
   ) {
     if (!/^[a-z0-9-]{1,11}$/.test(prefix)) throw new Error(`topology prefix must be short [a-z0-9-]: ${prefix}`);
     this.nodeNs = `${prefix}-node`;
@@ -43,6 +48,8 @@ export class NodeTopology {
     const inNode = (args: string[]) => ip(['-n', this.nodeNs, ...args]);
     await inNode(['link', 'set', 'lo', 'up']);
     await inNode(['addr', 'add', `${NODE_IP}/32`, 'dev', 'lo']);
+    // nodad: the address is usable at once, not tentative for a second.
+    if (this.dualStack) await inNode(['addr', 'add', `${NODE_IP6}/128`, 'dev', 'lo', 'nodad']);
     for (let i = 0; i < this.podCount; i++) {
       const pod: Pod = { name: `pod-${i + 1}`, netns: `${this.prefix}-p${i + 1}`, ip: `192.0.2.${11 + i}` };
       await ip(['netns', 'add', pod.netns]);
@@ -58,6 +65,18 @@ export class NodeTopology {
       await inPod(['link', 'set', 'eth0', 'up']);
       await inPod(['addr', 'add', `${pod.ip}/32`, 'dev', 'eth0']);
       await inPod(['route', 'add', `${NODE_IP}/32`, 'dev', 'eth0']);
+      if (this.dualStack) {
+        pod.ip6 = `2001:db8::${11 + i}`;
+        await inPod(['-6', 'addr', 'add', `${pod.ip6}/128`, 'dev', 'eth0', 'nodad']);
+        await inPod(['-6', 'route', 'add', `${NODE_IP6}/128`, 'dev', 'eth0']);
+        await inNode(['-6', 'route', 'add', `${pod.ip6}/128`, 'dev', host]);
+        // IPv6 answers neighbour solicitations only for the asking
+        // interface's own addresses (IPv4 ARP answers for any local one):
+        // the node proxies its lo address on the pod's veth, which the
+        // kernel does only on an interface that forwards, as a router's.
+        await ip(['netns', 'exec', this.nodeNs, 'sysctl', '-qw', `net.ipv6.conf.${host}.forwarding=1`, `net.ipv6.conf.${host}.proxy_ndp=1`]);
+        await inNode(['-6', 'neigh', 'add', 'proxy', NODE_IP6, 'dev', host]);
+      }
       this.pods.push(pod);
     }
   }
@@ -75,6 +94,7 @@ export class NodeTopology {
           pod.ip,
           '--port',
           String(this.port),
+          ...(pod.ip6 ? ['--host6', pod.ip6] : []),
         ]);
         pod.proc = proc;
         let out = '';

@@ -1,5 +1,5 @@
 /**
- * Parsing and validation of Service and EndpointSlice objects.
+ * Parsing and validation of Service, EndpointSlice and Node objects.
  *
  * Input is whatever a source hands us: YAML documents, API list items (model
  * instances with Date fields) or watch events (plain JSON). Output is a
@@ -7,13 +7,17 @@
  * Nothing here throws on bad input and nothing does I/O.
  */
 import ipaddr from 'ipaddr.js';
+import { canonicalAddr } from '../util/ip.js';
 import { ZONE_LABEL } from './endpoints.js';
 import { LB_ALGORITHM_ANNOTATION, LB_ALGORITHMS, type LbAlgorithm } from './maglev.js';
 import {
   NODEPORT_MODE_ANNOTATION,
   type Endpoint,
+  type EndpointConditions,
   type EndpointPort,
   type EndpointSlice,
+  type IPFamily,
+  type IPFamilyPolicy,
   type Node,
   type Protocol,
   type Service,
@@ -90,7 +94,7 @@ function ip(v: unknown, path: string): string {
   if (typeof v !== 'string' || ipFamily(v) === undefined) {
     throw new Invalid(`${path} must be an IP address, got ${JSON.stringify(v)}`);
   }
-  return v;
+  return canonicalAddr(v);
 }
 
 function cidr(v: unknown, path: string): string {
@@ -138,6 +142,38 @@ function guard<T>(o: unknown, kind: string, fn: (o: Obj) => T): ParseResult<T> {
   }
 }
 
+const FAMILY_NAMES: Record<string, IPFamily> = { IPv4: 4, IPv6: 6 };
+const POLICIES: readonly IPFamilyPolicy[] = ['SingleStack', 'PreferDualStack', 'RequireDualStack'];
+
+/**
+ * spec.ipFamilies and spec.ipFamilyPolicy, checked against the cluster IPs
+ * as the API server allocates them: at most one address per family, in
+ * ipFamilies order, and two only when the policy allows dual-stack.
+ */
+function families(spec: Obj, clusterIPs: string[], headless: boolean): { ipFamilies: IPFamily[]; ipFamilyPolicy: IPFamilyPolicy } {
+  const policy = (str(spec, 'ipFamilyPolicy', 'spec') ?? 'SingleStack') as IPFamilyPolicy;
+  if (!POLICIES.includes(policy)) throw new Invalid(`spec.ipFamilyPolicy must be ${POLICIES.join(', ')}, got ${JSON.stringify(policy)}`);
+  const named = list(spec, 'ipFamilies', 'spec').map((v, i) => {
+    const f = typeof v === 'string' ? FAMILY_NAMES[v] : undefined;
+    if (f === undefined) throw new Invalid(`spec.ipFamilies[${i}] must be IPv4 or IPv6, got ${JSON.stringify(v)}`);
+    return f;
+  });
+  if (new Set(named).size !== named.length) throw new Invalid('spec.ipFamilies lists a family twice');
+  const ofIPs = clusterIPs.map((a) => ipFamily(a) as IPFamily);
+  if (new Set(ofIPs).size !== ofIPs.length) throw new Invalid('spec.clusterIPs has two addresses of one family');
+  if (policy === 'SingleStack' && (ofIPs.length > 1 || named.length > 1)) {
+    throw new Invalid('spec.ipFamilyPolicy SingleStack allows one family only');
+  }
+  if (!headless) {
+    ofIPs.forEach((f, i) => {
+      if (named[i] !== undefined && named[i] !== f) {
+        throw new Invalid(`spec.clusterIPs[${i}] is IPv${f} but spec.ipFamilies[${i}] is IPv${named[i]}`);
+      }
+    });
+  }
+  return { ipFamilies: named.length > 0 ? named : ofIPs, ipFamilyPolicy: policy };
+}
+
 export function parseService(raw: unknown): ParseResult<Service> {
   return guard(raw, 'Service', (o) => {
     checkKind(o, 'Service', ['v1']);
@@ -154,7 +190,8 @@ export function parseService(raw: unknown): ParseResult<Service> {
     const rawIPs = list(spec, 'clusterIPs', 'spec');
     const headless = clusterIP === 'None' || rawIPs[0] === 'None';
     const all = headless ? [] : rawIPs.length > 0 ? rawIPs : clusterIP ? [clusterIP] : [];
-    const clusterIPs = all.map((v, i) => ip(v, `spec.clusterIPs[${i}]`)).filter((a) => ipFamily(a) === 4);
+    const clusterIPs = all.map((v, i) => ip(v, `spec.clusterIPs[${i}]`));
+    const { ipFamilies, ipFamilyPolicy } = families(spec, clusterIPs, headless);
 
     const ports: ServicePort[] = list(spec, 'ports', 'spec').map((p, i) => {
       const path = `spec.ports[${i}]`;
@@ -189,7 +226,7 @@ export function parseService(raw: unknown): ParseResult<Service> {
         const mode = str(g, 'ipMode', `status.loadBalancer.ingress[${i}]`);
         return mode === 'Proxy' ? undefined : addr;
       })
-      .filter((a): a is string => a !== undefined && ipFamily(a) === 4);
+      .filter((a): a is string => a !== undefined);
 
     const affinity = str(spec, 'sessionAffinity', 'spec') ?? 'None';
     let affinityTimeout = 0;
@@ -226,12 +263,12 @@ export function parseService(raw: unknown): ParseResult<Service> {
       uid: str(meta, 'uid', 'metadata'),
       type,
       clusterIPs,
+      ipFamilies,
+      ipFamilyPolicy,
       headless,
       proxyNameLabel: labels[PROXY_NAME_LABEL],
       ports,
-      externalIPs: list(spec, 'externalIPs', 'spec')
-        .map((v, i) => ip(v, `spec.externalIPs[${i}]`))
-        .filter((a) => ipFamily(a) === 4),
+      externalIPs: list(spec, 'externalIPs', 'spec').map((v, i) => ip(v, `spec.externalIPs[${i}]`)),
       loadBalancerIPs,
       loadBalancerSourceRanges: list(spec, 'loadBalancerSourceRanges', 'spec').map((v, i) =>
         cidr(v, `spec.loadBalancerSourceRanges[${i}]`),
@@ -262,14 +299,31 @@ function triggerTime(annotations: Record<string, string>): number | undefined {
   return Number.isNaN(t) ? undefined : t;
 }
 
+/**
+ * Shared by every endpoint without hints, and the conditions below by every
+ * endpoint with the same three: the store keeps a million endpoints at 100k
+ * Services, and these were three of its objects per endpoint. Frozen, so
+ * nothing can change one endpoint's through another's.
+ */
+const NO_HINTS = Object.freeze([]) as unknown as string[];
+const CONDITIONS = new Map<number, EndpointConditions>();
+
+function sharedConditions(ready: boolean, serving: boolean, terminating: boolean): EndpointConditions {
+  const k = (ready ? 1 : 0) | (serving ? 2 : 0) | (terminating ? 4 : 0);
+  let c = CONDITIONS.get(k);
+  if (!c) CONDITIONS.set(k, (c = Object.freeze({ ready, serving, terminating })));
+  return c;
+}
+
 function hintNames(e: Obj, key: string, path: string): string[] {
   const hints = field(e, 'hints', path);
-  if (!hints) return [];
-  return list(hints, key, `${path}.hints`).map((h, i) => {
+  if (!hints) return NO_HINTS;
+  const names = list(hints, key, `${path}.hints`).map((h, i) => {
     const name = isObj(h) ? str(h, 'name', `${path}.hints.${key}[${i}]`) : undefined;
     if (!name) throw new Invalid(`${path}.hints.${key}[${i}].name is missing`);
     return name;
   });
+  return names.length > 0 ? names : NO_HINTS;
 }
 
 export function parseEndpointSlice(raw: unknown): ParseResult<EndpointSlice> {
@@ -299,13 +353,9 @@ export function parseEndpointSlice(raw: unknown): ParseResult<EndpointSlice> {
       const ready = condition(c, 'ready', true);
       return {
         addresses,
-        conditions: {
-          ready,
-          // kube-proxy (endpointslicecache.go) reads a missing serving as
-          // true, like a missing ready; only terminating defaults to false.
-          serving: condition(c, 'serving', true),
-          terminating: condition(c, 'terminating', false),
-        },
+        // kube-proxy (endpointslicecache.go) reads a missing serving as
+        // true, like a missing ready; only terminating defaults to false.
+        conditions: sharedConditions(ready, condition(c, 'serving', true), condition(c, 'terminating', false)),
         nodeName: str(e, 'nodeName', path),
         zoneHints: hintNames(e, 'forZones', path),
         nodeHints: hintNames(e, 'forNodes', path),

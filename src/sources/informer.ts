@@ -16,6 +16,13 @@
  * Objects are normalised to plain JSON before they leave this module: list
  * items are model instances with Date fields and no kind/apiVersion, watch
  * events are plain JSON.
+ *
+ * The client's ListWatch keeps every object it has seen, for its own
+ * get/list and to find what a re-list dropped. kpr reads objects from its
+ * store only, so the ListWatch is handed each object's name, namespace and
+ * resourceVersion, not the object: at 10k Services the full copies were
+ * tens of MB of RSS held for nothing. Objects reach the store from here
+ * directly, once: a list as a whole (onList), a watch event as it arrives.
  */
 import {
   ListWatch,
@@ -29,7 +36,7 @@ import type { Metrics } from '../metrics.js';
 
 export interface InformerOptions {
   kubeConfig: KubeConfig;
-  /** Resource name for logs and metrics: services, endpointslices. */
+  /** Resource name for logs and metrics: services, endpointslices, nodes. */
   resource: string;
   kind: string;
   apiVersion: string;
@@ -39,7 +46,12 @@ export interface InformerOptions {
   fieldSelector?: string | undefined;
   list: (opts: { labelSelector?: string; fieldSelector?: string; timeoutSeconds: number }) => Promise<KubernetesListObject<KubernetesObject>>;
   /** A complete list (the first one, or a re-list after a restart or a 410). */
-  onList: (items: unknown[]) => void;
+  /**
+   * A complete list, normalised item by item as it is iterated (once):
+   * the client's model instance of each item is let go as its plain copy
+   * is made, so a 10k-slice list is not held three times over.
+   */
+  onList: (items: Iterable<unknown>) => void;
   onUpsert: (obj: unknown) => void;
   onDelete: (namespace: string, name: string) => void;
   /** Called whenever healthy() may have changed. */
@@ -78,6 +90,12 @@ type DoneCallback = (err: unknown) => void;
 function rfc3339(d: Date): string {
   // metav1.Time has second precision on the wire.
   return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** What the ListWatch keeps of an object: enough to key it, version it and report its deletion. */
+function slim(obj: unknown): KubernetesObject {
+  const m = (obj as KubernetesObject | null)?.metadata;
+  return { metadata: { name: m?.name, namespace: m?.namespace, resourceVersion: m?.resourceVersion } };
 }
 
 function plain(v: unknown): unknown {
@@ -172,8 +190,8 @@ export class ResilientInformer {
     const sep = path.includes('?') ? '&' : '?';
     const watchPath = `${path}${sep}timeoutSeconds=${this.timeoutSeconds}&allowWatchBookmarks=true`;
     const informer = new ListWatch<KubernetesObject>(watchPath, new GuardedWatch(kubeConfig, this), () => this.list(), false, labelSelector, this.opts.fieldSelector);
-    informer.on('add', (o) => this.upsert(o));
-    informer.on('update', (o) => this.upsert(o));
+    // No 'add'/'update' handlers: the ListWatch sees slim copies only
+    // (list() and openWatch() deliver the objects themselves).
     informer.on('delete', (o) => {
       const m = (o as KubernetesObject).metadata;
       if (m?.name) this.opts.onDelete(m.namespace || 'default', m.name);
@@ -222,14 +240,24 @@ export class ResilientInformer {
       if (labelSelector) args.labelSelector = labelSelector;
       if (fieldSelector) args.fieldSelector = fieldSelector;
       const list = await Promise.race([this.opts.list(args), stalled]);
-      if (this.closed) return list;
-      const items = (list.items ?? []).map((o) => normalise(o, this.opts.kind, this.opts.apiVersion));
-      this.opts.onList(items);
+      if (this.closed) return { ...list, items: (list.items ?? []).map(slim) };
+      const models: Array<KubernetesObject | undefined> = list.items ?? [];
+      const slims = models.map(slim);
+      const { kind, apiVersion } = this.opts;
+      this.opts.onList(
+        (function* () {
+          for (let i = 0; i < models.length; i++) {
+            const o = models[i];
+            models[i] = undefined;
+            yield normalise(o, kind, apiVersion);
+          }
+        })(),
+      );
       this.synced = true;
       this.setUp();
-      log.info({ resource, items: items.length, resourceVersion: list.metadata?.resourceVersion }, `listed ${resource}`);
+      log.info({ resource, items: slims.length, resourceVersion: list.metadata?.resourceVersion }, `listed ${resource}`);
       metrics?.watchLists.inc({ resource });
-      return list;
+      return { ...list, items: slims };
     } finally {
       clearTimeout(timer);
     }
@@ -275,7 +303,11 @@ export class ResilientInformer {
         const status = obj as { code?: unknown; message?: unknown } | null;
         log.info({ resource, code: status?.code, message: status?.message }, 'watch ERROR event');
       }
-      cb(phase, obj, raw);
+      if (phase === 'ADDED' || phase === 'MODIFIED') {
+        this.upsert(obj);
+        cb(phase, slim(obj), raw);
+      } else if (phase === 'DELETED') cb(phase, slim(obj), raw);
+      else cb(phase, obj, raw);
     };
 
     let ctrl: AbortController;

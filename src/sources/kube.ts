@@ -132,7 +132,8 @@ export class KubeSource implements Source {
         apiVersion: 'v1',
         path: '/api/v1/nodes',
         list: (a) => core.listNode(a),
-        onList: (items) => {
+        onList: (list) => {
+          const items = [...list];
           store.replace('Node', items);
           store.markSynced('Node');
           const node = items.find(isSelf);

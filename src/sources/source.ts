@@ -17,4 +17,6 @@ export interface Source {
   start(store: ObjectStore): Promise<void>;
   stop(): Promise<void>;
   status?(): SourceStatus;
+  /** kube-proxy's node eligibility for /healthz (the Kubernetes source knows its Node); absent: eligible. */
+  isNodeEligible?(): boolean;
 }

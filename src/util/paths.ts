@@ -36,6 +36,16 @@ export function ownScript(path: string): string {
   return compiled ? join(repoRoot(), 'dist', `${path}.js`) : join(repoRoot(), 'src', `${path}.ts`);
 }
 
+/**
+ * The bench's entry point (bench/index), compiled (bench/dist/index.js) when
+ * kpr runs compiled, bench/index.ts under tsx. The bench is not shipped in
+ * dist/: it exists only in a source checkout.
+ */
+export function benchEntry(): string {
+  const compiled = import.meta.url.endsWith('.js');
+  return compiled ? join(repoRoot(), 'bench', 'dist', 'index.js') : join(repoRoot(), 'bench', 'index.ts');
+}
+
 /** A compiled BPF object shipped in bpf/. */
 export function bpfObjectPath(name: string): string {
   return join(repoRoot(), 'bpf', name);

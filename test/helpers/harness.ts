@@ -10,7 +10,7 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { cleanup, withPinnedMaps } from '../../src/datapath/loader.js';
+import { cleanup, withPinnedMaps } from '../../src/datapath/pinned.js';
 import { natRows, type NatRow } from '../../src/inspect/nat.js';
 import { nodeArgv, runIn, spawnIn } from '../../src/lab/exec.js';
 import { labScript, NodeTopology } from '../../src/lab/topology.js';
@@ -29,8 +29,8 @@ export class Harness {
   kpr: ChildProcess | undefined;
   kprLog = '';
 
-  constructor(readonly id: string, pods = 3) {
-    this.topo = new NodeTopology(id, pods);
+  constructor(readonly id: string, pods = 3, opts: { dualStack?: boolean } = {}) {
+    this.topo = new NodeTopology(id, pods, 8080, opts.dualStack ?? false);
     this.pinPath = `/sys/fs/bpf/kpr-test-${id}`;
   }
 

@@ -48,6 +48,8 @@ export interface PacketSpec {
   sport?: number;
   dport?: number;
   tcpFlags?: number;
+  /** TCP options, a multiple of 4 bytes (see tcpTimestamp) */
+  tcpOptions?: Buffer;
   payload?: Buffer;
   ipOptions?: Buffer; // multiple of 4
   fragOffset?: number; // in 8-byte units
@@ -59,21 +61,29 @@ export interface PacketSpec {
   l4?: Buffer;
 }
 
-export function l4Header(spec: PacketSpec): Buffer {
+/**
+ * TCP or UDP header + payload with its checksum; `pseudoSum` is the
+ * family's pseudo-header sum for (protocol, L4 length). Shared by the IPv4
+ * and IPv6 builders (packet6.ts).
+ */
+export function l4Segment(
+  spec: Pick<PacketSpec, 'proto' | 'sport' | 'dport' | 'tcpFlags' | 'tcpOptions' | 'payload' | 'udpNoChecksum'>,
+  pseudoSum: (proto: number, len: number) => number,
+): Buffer {
   const payload = spec.payload ?? Buffer.alloc(0);
-  const src = ip4(spec.src);
-  const dst = ip4(spec.dst);
   if (spec.proto === TCP) {
-    const h = Buffer.alloc(20);
+    const opts = spec.tcpOptions ?? Buffer.alloc(0);
+    const h = Buffer.alloc(20 + opts.length);
+    opts.copy(h, 20);
     h.writeUInt16BE(spec.sport ?? 0, 0);
     h.writeUInt16BE(spec.dport ?? 0, 2);
     h.writeUInt32BE(1000, 4);
     h.writeUInt32BE(spec.tcpFlags && spec.tcpFlags & TCP_ACK ? 2000 : 0, 8);
-    h[12] = 5 << 4;
+    h[12] = (h.length / 4) << 4;
     h[13] = spec.tcpFlags ?? TCP_SYN;
     h.writeUInt16BE(65535, 14);
     const seg = Buffer.concat([h, payload]);
-    seg.writeUInt16BE(csum(seg, pseudo(src, dst, TCP, seg.length)), 16);
+    seg.writeUInt16BE(csum(seg, pseudoSum(TCP, seg.length)), 16);
     return seg;
   }
   if (spec.proto === UDP) {
@@ -82,10 +92,24 @@ export function l4Header(spec: PacketSpec): Buffer {
     h.writeUInt16BE(spec.dport ?? 0, 2);
     h.writeUInt16BE(8 + payload.length, 4);
     const seg = Buffer.concat([h, payload]);
-    if (!spec.udpNoChecksum) seg.writeUInt16BE(csum(seg, pseudo(src, dst, UDP, seg.length)) || 0xffff, 6);
+    if (!spec.udpNoChecksum) seg.writeUInt16BE(csum(seg, pseudoSum(UDP, seg.length)) || 0xffff, 6);
     return seg;
   }
-  throw new Error('l4Header: TCP or UDP only');
+  throw new Error('l4Segment: TCP or UDP only');
+}
+
+export function l4Header(spec: PacketSpec): Buffer {
+  const src = ip4(spec.src);
+  const dst = ip4(spec.dst);
+  return l4Segment(spec, (proto, len) => pseudo(src, dst, proto, len));
+}
+
+/** The TCP timestamp option as Linux sends it: NOP, NOP, TS (RFC 7323). */
+export function tcpTimestamp(tsval: number, tsecr = 0): Buffer {
+  const o = Buffer.from([1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0]);
+  o.writeUInt32BE(tsval >>> 0, 4);
+  o.writeUInt32BE(tsecr >>> 0, 8);
+  return o;
 }
 
 export function packet(spec: PacketSpec): Buffer {
@@ -178,4 +202,12 @@ export function parse(buf: Buffer, offset = 14, quoted = false): Parsed {
 /** For fragment tests: a UDP datagram's checksum over the whole datagram. */
 export function udpDatagram(spec: PacketSpec): Buffer {
   return l4Header(spec);
+}
+
+/** An ICMP message (type, code, next-hop MTU for frag-needed) quoting `quoted`, checksum set. */
+export function icmpMessage(type: number, code: number, mtu: number, quoted: Buffer): Buffer {
+  const m = Buffer.concat([Buffer.from([type, code, 0, 0, 0, 0, 0, 0]), quoted]);
+  m.writeUInt16BE(mtu, 6);
+  m.writeUInt16BE(csum(m), 2);
+  return m;
 }

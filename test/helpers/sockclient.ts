@@ -20,6 +20,8 @@ const [mode, host = '', portStr = '0', a3 = '1', a4 = '0'] = process.argv.slice(
 const port = Number(portStr);
 const emit = (ev: Record<string, unknown>) => process.stdout.write(JSON.stringify({ t: Date.now(), ...ev }) + '\n');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** An IPv6 destination (or bind address) needs an AF_INET6 socket. */
+const UDP = host.includes(':') ? 'udp6' : 'udp4';
 const podOf = (msg: Buffer | string) => msg.toString().trim().split(' ')[0] ?? '?';
 
 /** Socket errors that arrive between exchanges (an abort while we sleep), kept for the next one. */
@@ -95,7 +97,7 @@ async function holdUdp(n: number): Promise<void> {
   const pods: Record<string, number> = {};
   const from: Record<string, number> = {};
   for (let i = 0; i < n; i++) {
-    const s = createSocket('udp4');
+    const s = createSocket(UDP);
     socks.push(s);
     const err = await udpConnect(s);
     if (err) errors[err] = (errors[err] ?? 0) + 1;
@@ -122,16 +124,18 @@ async function holdUdp(n: number): Promise<void> {
 }
 
 async function udpConv(count: number, interval: number): Promise<void> {
-  const s = createSocket('udp4');
+  const s = createSocket(UDP);
   for (let i = 0; i < count; i++) {
-    emit(await exchange(s, [port, host]));
+    // When it was sent: the backend is chosen then, whenever the reply comes.
+    const sent = Date.now();
+    emit({ sent, ...(await exchange(s, [port, host])) });
     if (interval) await sleep(interval);
   }
   s.close();
 }
 
 async function udpConnected(ms: number, interval: number): Promise<void> {
-  const s = track(createSocket('udp4'));
+  const s = track(createSocket(UDP));
   const end = Date.now() + ms;
   let err = await udpConnect(s);
   emit({ connect: err ?? 'ok' });
@@ -181,7 +185,7 @@ async function tcpEcho(ms: number, interval: number): Promise<void> {
 }
 
 async function udpMulti(ports: number[], rounds: number): Promise<void> {
-  const s = createSocket('udp4');
+  const s = createSocket(UDP);
   for (let r = 0; r < rounds; r++) for (const p of ports) emit({ port: p, ...(await exchange(s, [p, host])) });
   s.close();
 }
@@ -189,7 +193,7 @@ async function udpMulti(ports: number[], rounds: number): Promise<void> {
 function udpServer(ports: number[], name: string): void {
   let up = 0;
   for (const p of ports) {
-    const s = createSocket('udp4');
+    const s = createSocket(UDP);
     s.on('message', (_m, rinfo) => s.send(`${name}\n`, rinfo.port, rinfo.address));
     s.bind(p, host, () => {
       if (++up === ports.length) process.stdout.write('ready\n');

@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import * as bpf from '../../src/datapath/addon.js';
+import { bpf, BPF_EXIST, BPF_NOEXIST, isBpfError } from '../../src/datapath/addon.js';
 import type { BpfError, BpfObject } from '../../src/datapath/addon.js';
 import { requireRoot } from '../helpers/privileged.js';
 
@@ -55,7 +55,7 @@ function catchBpf(fn: () => unknown): BpfError {
   try {
     fn();
   } catch (e) {
-    assert.ok(bpf.isBpfError(e), `expected an addon error, got ${String(e)}`);
+    assert.ok(isBpfError(e), `expected an addon error, got ${String(e)}`);
     assert.ok(e.errno > 0, 'errno must be positive');
     assert.equal(typeof e.code, 'string');
     assert.ok(e.message.includes(e.op), 'message names the op');
@@ -168,13 +168,13 @@ test('native addon (privileged)', async (t) => {
       assert.equal(bpf.mapLookup(hashFd, u32(1)), null);
       bpf.mapUpdate(hashFd, u32(1), u64(100));
       assert.deepEqual(bpf.mapLookup(hashFd, u32(1)), u64(100));
-      bpf.mapUpdate(hashFd, u32(1), u64(101), bpf.BPF_EXIST);
+      bpf.mapUpdate(hashFd, u32(1), u64(101), BPF_EXIST);
       assert.deepEqual(bpf.mapLookup(hashFd, u32(1)), u64(101));
 
-      const exists = catchBpf(() => bpf.mapUpdate(hashFd, u32(1), u64(1), bpf.BPF_NOEXIST));
+      const exists = catchBpf(() => bpf.mapUpdate(hashFd, u32(1), u64(1), BPF_NOEXIST));
       assert.equal(exists.code, 'EEXIST');
       assert.equal(exists.op, 'bpf_map_update_elem');
-      const missing = catchBpf(() => bpf.mapUpdate(hashFd, u32(2), u64(1), bpf.BPF_EXIST));
+      const missing = catchBpf(() => bpf.mapUpdate(hashFd, u32(2), u64(1), BPF_EXIST));
       assert.equal(missing.code, 'ENOENT');
       assert.equal(missing.errno, 2);
 
@@ -265,7 +265,7 @@ test('native addon (privileged)', async (t) => {
       // NOEXIST is not accepted by the kernel's batch path; the per-element
       // path keeps its meaning and reports how far it got.
       const dup = Buffer.concat([u32(5001), u32(5002), u32(3)]);
-      const err = catchBpf(() => bpf.mapUpdateBatch(hashFd, dup, Buffer.alloc(24), 3, bpf.BPF_NOEXIST));
+      const err = catchBpf(() => bpf.mapUpdateBatch(hashFd, dup, Buffer.alloc(24), 3, BPF_NOEXIST));
       assert.equal(err.code, 'EEXIST');
       assert.equal(err.processed, 2);
       assert.ok(bpf.mapDelete(hashFd, u32(5001)) && bpf.mapDelete(hashFd, u32(5002)));
@@ -367,6 +367,21 @@ test('native addon (privileged)', async (t) => {
       bpf.linkUpdate(link2, mainProg, altProg);
       assert.equal(bpf.linkInfo(link2).progId, mainId);
 
+      // A program by the id a link reports: a new fd to the same program, to swap back with.
+      const byId = bpf.progGetFdById(mainId);
+      fds.add(byId);
+      assert.notEqual(byId, mainProg);
+      assert.equal(bpf.progInfo(byId).id, mainId);
+      bpf.linkUpdate(link2, altProg, byId);
+      bpf.linkUpdate(link2, byId, altProg);
+      assert.equal(bpf.linkInfo(link2).progId, mainId);
+      bpf.closeFd(byId);
+      fds.delete(byId);
+      const noProg = catchBpf(() => bpf.progGetFdById(0x7ffffff0));
+      assert.equal(noProg.code, 'ENOENT');
+      assert.equal(noProg.op, 'bpf_prog_get_fd_by_id');
+      assert.match(noProg.message, /prog id 2147483632/);
+
       bpf.linkDetach(link2);
       assert.deepEqual(bpf.cgroupQuery(cgroupDir, 'connect4'), []);
       unlinkSync(linkPin);
@@ -435,5 +450,22 @@ test('native addon (privileged)', async (t) => {
     if (cgroupCreated) rmdirSync(cgroupDir);
     rmSync(pinRoot, { recursive: true, force: true });
     rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test('netnsCookie names the caller\'s network namespace: stable in one, different in another', (t) => {
+  if (!requireRoot(t)) return;
+  const ns = `kpradd${process.pid}c`;
+  const mine = bpf.netnsCookie();
+  assert.equal(typeof mine, 'bigint');
+  assert.ok(mine > 0n);
+  assert.equal(bpf.netnsCookie(), mine);
+  execFileSync('ip', ['netns', 'add', ns]);
+  try {
+    const addon = join(here, '..', '..', 'addon', 'build', 'Release', 'kpr_bpf.node');
+    const other = execFileSync('nsenter', [`--net=/run/netns/${ns}`, process.execPath, '-e', `console.log(String(require(${JSON.stringify(addon)}).netnsCookie()))`], { encoding: 'utf8' }).trim();
+    assert.notEqual(BigInt(other), mine);
+  } finally {
+    execFileSync('ip', ['netns', 'del', ns]);
   }
 });

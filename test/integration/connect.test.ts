@@ -7,10 +7,11 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import * as bpf from '../../src/datapath/addon.js';
-import { ALL_MAPS } from '../../src/datapath/layout.js';
+import { bpf, type CgroupAttachType } from '../../src/datapath/addon.js';
+import { ALL_MAPS, MAP_NAT_BE, SOCK_HOOKS } from '../../src/datapath/names.js';
+import { mapPinPath } from '../../src/datapath/migrate.js';
 import { Harness } from '../helpers/harness.js';
-import { service, slice } from '../helpers/objects.js';
+import { service, slice } from '../../src/lab/objects.js';
 import { requireRoot } from '../helpers/privileged.js';
 
 const run = promisify(execFile);
@@ -129,7 +130,7 @@ test('connect-time load balancing, end to end', async (t) => {
     await t.test('restarting the controller while a client loops loses no request', async () => {
       const before = h.nat();
       const links = () =>
-        ['connect4', 'sendmsg4', 'recvmsg4', 'getpeername4'].map((hook) => bpf.cgroupQuery(h.cgroup, hook as bpf.CgroupAttachType));
+        ['connect4', 'sendmsg4', 'recvmsg4', 'getpeername4'].map((hook) => bpf.cgroupQuery(h.cgroup, hook as CgroupAttachType));
       const linksBefore = links();
       const client = h.probeInBackground(['tcp', VIP, '80', '--count', '2000', '--interval', '2', '--duration', '15000']);
       await new Promise((r) => setTimeout(r, 500));
@@ -156,7 +157,7 @@ test('connect-time load balancing, end to end', async (t) => {
       assert.ok(f, 'bpftool printed no BTF-formatted entries');
       assert.deepEqual(Object.keys(f.key).sort(), ['addr', 'pad', 'port', 'prefixlen', 'proto', 'saddr']);
       assert.deepEqual(Object.keys(f.value).sort(), ['affinity_timeout', 'count', 'flags', 'id', 'local']);
-      const be = JSON.parse((await run('bpftool', ['-j', 'map', 'dump', 'pinned', `${h.pinPath}/kpr_v4_nat_be`])).stdout) as Array<{
+      const be = JSON.parse((await run('bpftool', ['-j', 'map', 'dump', 'pinned', mapPinPath(h.pinPath, MAP_NAT_BE)])).stdout) as Array<{
         formatted: { key: Record<string, unknown>; value: Record<string, unknown> };
       }>;
       assert.deepEqual(Object.keys(be[0]!.formatted.key).sort(), ['id', 'ordinal']);
@@ -174,9 +175,9 @@ test('connect-time load balancing, end to end', async (t) => {
       assert.equal(await h.stopKpr(), 0);
       const cli = ['--import', 'tsx', 'src/cli.ts', 'cleanup', '--pin-path', h.pinPath];
       const { stdout } = await run(process.execPath, cli);
-      assert.match(stdout, new RegExp(`detached 4 link\\(s\\), unpinned ${ALL_MAPS.length} map\\(s\\)`));
+      assert.match(stdout, new RegExp(`detached ${Object.keys(SOCK_HOOKS).length} link\\(s\\), unpinned ${ALL_MAPS.length} map\\(s\\)`));
       assert.equal(existsSync(h.pinPath), false);
-      for (const hook of ['connect4', 'sendmsg4', 'recvmsg4', 'getpeername4'] as const) {
+      for (const hook of Object.keys(SOCK_HOOKS) as Array<keyof typeof SOCK_HOOKS>) {
         assert.deepEqual(bpf.cgroupQuery(h.cgroup, hook), [], `${hook} still attached`);
       }
       const { stdout: cg } = await run('bpftool', ['-j', 'cgroup', 'show', h.cgroup]);

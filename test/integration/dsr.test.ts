@@ -5,25 +5,16 @@
  * node's --nodeport-mode flag.
  */
 import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
-import { readStats, withPinnedMaps } from '../../src/datapath/loader.js';
-import { STAT_NAMES, type StatName } from '../../src/datapath/layout.js';
 import type { CtRow } from '../../src/inspect/ct.js';
 import { Lab, LAB_EXT_IP, LAB_EXT_IP2, POD_HTTP_PORT, POD_PORT, type LabNode } from '../../src/lab/cluster.js';
 import { run } from '../../src/lab/exec.js';
 import { requireRoot } from '../helpers/privileged.js';
+import { UDP_GSO_PY } from '../helpers/udp-gso.js';
+import { delta, stats } from '../helpers/lab-stats.js';
 
-type Stats = Record<StatName, number>;
-
-function stats(node: LabNode): Stats {
-  return withPinnedMaps(node.pinPath, (m) => readStats(m.stats));
-}
-
-function delta(after: Stats, before: Stats): Partial<Stats> {
-  const d: Partial<Stats> = {};
-  for (const k of STAT_NAMES) if (after[k] !== before[k]) d[k] = after[k] - before[k];
-  return d;
-}
 
 /**
  * Send one UDP datagram of argv[4] bytes from port argv[3] to argv[1]:argv[2]
@@ -172,6 +163,15 @@ test('DSR, SNAT and hybrid NodePort through node A to backends on node B', async
       assert.equal(onB?.frontend, `${a.ip}:${MODES.dsr + 1}`);
     });
 
+    await t.test('DSR: datagrams sent as one UDP GSO packet each carry the option and are all answered by DSR', async () => {
+      const replies = JSON.parse(await lab.exec(ext, 'python3', ['-c', UDP_GSO_PY, a.ip, String(MODES.dsr + 1), '1000', '3'])) as Array<[string, string]>;
+      assert.equal(replies.length, 3, JSON.stringify(replies));
+      for (const [line, from] of replies) {
+        assert.equal(from, a.ip, 'answered from the NodePort');
+        assert.equal(line.split(' ')[1]?.replace(/:\d+$/, ''), LAB_EXT_IP, 'the backend saw the client');
+      }
+    });
+
     await t.test('DSR: an oversized DF datagram gets frag-needed; the next one is fragmented and served by SNAT', async () => {
       const before = stats(a);
       // 1472 bytes of UDP payload fill a 1500-byte MTU; the option needs 12 more.
@@ -222,6 +222,23 @@ test('DSR, SNAT and hybrid NodePort through node A to backends on node B', async
       assert.deepEqual(annotated.seenAs, { [a.ip]: 10 }, 'the Service annotation still wins');
       const r = await wrk(MODES.plain + 2);
       assert.equal(r.socketErrors, false, r.out);
+    });
+
+    await t.test('a restart of node B keeps its DSR peers until a source lists the Nodes', async () => {
+      // B restarts without --cluster-node-ips, on a manifest that never
+      // parses: its source never lists the Nodes, so only what is pinned can
+      // still name node A as a peer.
+      const broken = join(lab.stateDir, 'broken-b', 'services.yaml');
+      await mkdir(dirname(broken), { recursive: true });
+      await writeFile(broken, 'kind: Service\nmetadata: {name: [unclosed\n');
+      await lab.stopKpr(b);
+      await lab.startKpr(b, [], { manifests: broken });
+      await lab.waitFor(async () => (await lab.kprLog(b)).split('"msg":"kpr running"').length > 2, 'kpr restart on node B');
+      const before = stats(b);
+      const r = await lab.probe(ext, ['tcp', a.ip, String(MODES.dsr), '--count', '20']);
+      assert.deepEqual(r.errors, {});
+      assert.deepEqual(r.seenAs, { [LAB_EXT_IP]: 20 }, 'still served by DSR: node B sees the client');
+      assert.equal(delta(stats(b), before).tc_dsr_untrusted ?? 0, 0, 'no DSR request refused');
     });
   } finally {
     await lab.down();

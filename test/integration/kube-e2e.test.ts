@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { FakeApiServer } from '../helpers/apiserver.js';
 import { Harness } from '../helpers/harness.js';
-import { service, slice } from '../helpers/objects.js';
+import { service, slice } from '../../src/lab/objects.js';
 import { requireRoot } from '../helpers/privileged.js';
 
 const VIP = '198.18.0.20';

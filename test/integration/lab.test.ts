@@ -5,8 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { defaultLabManifest, Lab, LAB_EXT_IP, LAB_EXT_IP2, type LabNode } from '../../src/lab/cluster.js';
-import { withPinnedMaps } from '../../src/datapath/loader.js';
+import { Lab, LAB_EXT_IP, LAB_EXT_IP2, type LabNode } from '../../src/lab/cluster.js';
+import { defaultLabManifest } from '../../src/lab/manifest.js';
+import { withPinnedMaps } from '../../src/datapath/pinned.js';
 import { natRows, type NatRow } from '../../src/inspect/nat.js';
 import { ctRows, type CtRow } from '../../src/inspect/ct.js';
 import { requireRoot } from '../helpers/privileged.js';

@@ -7,16 +7,17 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import * as bpf from '../../src/datapath/addon.js';
+import { bpf } from '../../src/datapath/addon.js';
 import { CT_F_DSR, CT_F_SNAT, CT_FWD, decodeCtVal } from '../../src/datapath/codec.js';
-import { cleanup, Datapath } from '../../src/datapath/loader.js';
+import { Datapath } from '../../src/datapath/datapath.js';
+import { cleanup } from '../../src/datapath/pinned.js';
 import { decodeMaglevTable } from '../../src/datapath/maglev-tables.js';
 import { Reconciler } from '../../src/controller/reconciler.js';
 import { backendIdentity, buildMaglevTable, flowSlot, sortForMaglev } from '../../src/model/maglev.js';
 import { parseEndpointSlice, parseService } from '../../src/model/objects.js';
 import { translateService } from '../../src/model/translate.js';
 import type { DesiredServicePort } from '../../src/model/types.js';
-import { service, slice } from '../helpers/objects.js';
+import { service, slice } from '../../src/lab/objects.js';
 import { packet, parse, TCP, TCP_ACK, TCP_SYN } from '../helpers/packet.js';
 import { requireRoot } from '../helpers/privileged.js';
 
@@ -93,7 +94,16 @@ describe('Maglev in tc, on two nodes', () => {
       dps.push(dp);
       const r = new Reconciler(dp.maps);
       r.adopt();
-      assert.deepEqual(r.syncAll(desired(node.name, node.ip)).failed, []);
+      // Node 2 takes the controller's path: tables built and staged in the
+      // kernel by prepare(), then swapped in by execute(). The tests below
+      // compare its tables with node 1's, written by syncAll in one go.
+      if (i === 0) assert.deepEqual(r.syncAll(desired(node.name, node.ip)).failed, []);
+      else {
+        const plan = r.planAll(desired(node.name, node.ip));
+        assert.ok(plan.tables > 0);
+        await plan.prepare();
+        assert.deepEqual(plan.execute().failed, []);
+      }
       // node 1 masquerades; node 2 runs DSR, for the mid-stream case
       dp.writeConfig({ nodeIP: node.ip, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61100, flags: i });
       dp.setNodeIPs([node.ip]);

@@ -6,22 +6,18 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import * as bpf from '../../src/datapath/addon.js';
-import { CT_F_CLIENT_IS_A, CT_FWD, CT_REV, CT_TCP_RST, CT_TCP_SYN, decodeCtKey, decodeCtVal, encodeCtKey, encodeCtVal } from '../../src/datapath/codec.js';
-import { cleanup, Datapath } from '../../src/datapath/loader.js';
+import { bpf } from '../../src/datapath/addon.js';
+import { CT_F_CLIENT_IS_A, CT_F_DSR, CT_F_SNAT, CT_FWD, CT_REV, CT_TCP_ACK, CT_TCP_RST, CT_TCP_SYN, decodeCtVal, encodeCtKey, encodeCtVal } from '../../src/datapath/codec.js';
+import type { Datapath } from '../../src/datapath/datapath.js';
+import { cleanup } from '../../src/datapath/pinned.js';
 import { Reconciler } from '../../src/controller/reconciler.js';
-import { parseEndpointSlice, parseService } from '../../src/model/objects.js';
-import { translateService } from '../../src/model/translate.js';
 import type { DesiredServicePort } from '../../src/model/types.js';
-import { service, slice } from '../helpers/objects.js';
-import { ICMP, packet, parse, TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, UDP } from '../helpers/packet.js';
+import { service, slice } from '../../src/lab/objects.js';
+import { ICMP, icmpMessage, packet, parse, TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, tcpTimestamp, UDP } from '../helpers/packet.js';
 import { requireRoot } from '../helpers/privileged.js';
+import { clearMap, ctEntries, desiredPorts, runProg, syncedDatapath, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT } from '../helpers/tc-fixture.js';
 import { Worker } from 'node:worker_threads';
 import { addonPath } from '../../src/datapath/addon.js';
-
-const TC_ACT_OK = 0;
-const TC_ACT_SHOT = 2;
-const TC_ACT_REDIRECT = 7;
 
 const NODE = '198.51.100.1';
 const CLIENT = '198.51.100.100';
@@ -65,33 +61,30 @@ function desired(): Map<string, DesiredServicePort> {
   const lb = service('lb', { type: 'LoadBalancer', clusterIP: '198.18.0.14', ports: [{ name: 'http', port: 80, nodePort: 30082 }], extra: { loadBalancerSourceRanges: ['203.0.113.0/24'] } });
   (lb as { status?: unknown }).status = { loadBalancer: { ingress: [{ ip: '198.18.100.1' }] } };
   objs.push([lb, [slice('lb-1', 'lb', [{ ip: REMOTE_BE, node: 'n2' }])]]);
+  // the same, with the node's own address inside a range
+  const lbNode = service('lbnode', { type: 'LoadBalancer', clusterIP: '198.18.0.17', ports: [{ name: 'http', port: 80, nodePort: 30083 }], extra: { loadBalancerSourceRanges: ['203.0.113.0/24', '198.51.100.0/28'] } });
+  (lbNode as { status?: unknown }).status = { loadBalancer: { ingress: [{ ip: '198.18.100.2' }] } };
+  objs.push([lbNode, [slice('lbnode-1', 'lbnode', [{ ip: REMOTE_BE, node: 'n2' }])]]);
 
-  const out = new Map<string, DesiredServicePort>();
-  for (const [s, sl] of objs) {
-    const svc = parseService(s);
-    assert.ok(svc.ok);
-    const slices = sl.map((x) => {
-      const r = parseEndpointSlice(x);
-      assert.ok(r.ok);
-      return r.value;
-    });
-    for (const p of translateService(svc.value, slices, { nodeName: 'n1', nodeIPs: [NODE] }).ports) out.set(p.name, p);
-  }
-  return out;
+  // NodePort with one remote backend: DSR's deterministic case
+  objs.push([
+    service('dsr', { type: 'NodePort', clusterIP: '198.18.0.18', ports: [{ name: 'http', port: 80, nodePort: 30084 }] }),
+    [slice('dsr-1', 'dsr', [{ ip: REMOTE_BE, node: 'n2' }], [{ name: 'http', port: 8080 }])],
+  ]);
+
+  return desiredPorts(objs, [NODE]);
 }
 
-function run(prog: string, pkt: Buffer): { retval: number; out: ReturnType<typeof parse>; data: Buffer } {
-  const r = bpf.progTestRun(dp!.tcProgFd(prog), pkt);
-  return { retval: r.retval, out: parse(r.data), data: r.data };
+const NODEPORT_SNAT = 0;
+const NODEPORT_DSR = 1;
+const config = (nodeportMode: number) => ({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61100, flags: nodeportMode });
+
+function run(prog: string, pkt: Buffer) {
+  return runProg(dp!, prog, pkt, parse);
 }
 
-function ctEntries() {
-  return dp!.maps.ct.dump().map(([k, v]) => ({ key: decodeCtKey(k), val: decodeCtVal(v) }));
-}
-
-function clearCt(): void {
-  for (const [k] of dp!.maps.ct.dump()) dp!.maps.ct.delete(k);
-}
+const ctNow = () => ctEntries(dp!.maps.ct);
+const clearCt = () => clearMap(dp!.maps.ct);
 
 describe('tc programs under BPF_PROG_TEST_RUN', () => {
   before(async (t) => {
@@ -99,11 +92,8 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
       skipped = true;
       return;
     }
-    dp = await Datapath.open(pin);
-    const r = new Reconciler(dp.maps);
-    r.adopt();
-    assert.deepEqual(r.syncAll(desired()).failed, []);
-    dp.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61100, flags: 0 });
+    dp = await syncedDatapath(pin, desired());
+    dp.writeConfig(config(NODEPORT_SNAT));
     dp.setNodeIPs([NODE]);
   });
   after(async () => {
@@ -121,7 +111,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.equal(out.src, NODE);
     assert.equal(out.ipCsumOk, true);
     assert.equal(out.l4CsumOk, true);
-    const ct = ctEntries();
+    const ct = ctNow();
     assert.equal(ct.length, 2);
     const fwd = ct.find((e) => e.val.type === CT_FWD)!;
     const rev = ct.find((e) => e.val.type === CT_REV)!;
@@ -140,7 +130,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     // later packets of the flow go to the same backend
     const again = run('kpr_from_host', packet({ src: CLIENT, dst: NODE, proto: TCP, sport: 45000, dport: 30080, tcpFlags: TCP_ACK }));
     assert.deepEqual([again.out.dst, again.out.sport], [out.dst, out.sport]);
-    assert.equal(ctEntries().length, 2);
+    assert.equal(ctNow().length, 2);
   });
 
   test('an SNAT port held by a closed TCP flow is taken over; a live one is not, and the closed flow cannot reach the new one', (t) => {
@@ -161,7 +151,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
       run('kpr_from_host', packet({ src: CLIENT, dst: '198.18.0.13', proto: TCP, sport: 46000, dport: 80, tcpFlags: TCP_RST | TCP_ACK }));
       const second = syn(46001);
       assert.deepEqual([second.out.src, second.out.sport, second.out.dst], [NODE, 61000, REMOTE_BE], "the closed flow's port is reused");
-      const flows = ctEntries().filter((e) => e.val.type === CT_FWD);
+      const flows = ctNow().filter((e) => e.val.type === CT_FWD);
       assert.deepEqual(flows.map((e) => [e.val.natSaddr, e.val.natSport]), [[NODE, 61000]], "the closed flow's FWD entry is gone");
 
       // A straggler of the closed flow is not translated onto the new flow's port.
@@ -169,6 +159,117 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
       assert.ok(late.retval === TC_ACT_SHOT || !(late.out.src === NODE && late.out.sport === 61000), JSON.stringify(late.out));
       const reply = run('kpr_from_host', packet({ src: REMOTE_BE, dst: NODE, proto: TCP, sport: 8080, dport: 61000, tcpFlags: TCP_SYN | TCP_ACK }));
       assert.deepEqual([reply.out.src, reply.out.sport, reply.out.dst, reply.out.dport], ['198.18.0.13', 80, CLIENT, 46001]);
+    } finally {
+      dp!.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61100, flags: 0 });
+    }
+  });
+
+  test('an SNAT port closed by FINs stays taken for another client (the backend may hold TIME_WAIT); the same client reopening its tuple gets it back', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    dp!.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61000, flags: 0 });
+    try {
+      const VIP = '198.18.0.13';
+      const fromClient = (sport: number, tcpFlags: number) => run('kpr_from_host', packet({ src: CLIENT, dst: VIP, proto: TCP, sport, dport: 80, tcpFlags }));
+      const first = fromClient(46100, TCP_SYN);
+      assert.deepEqual([first.out.src, first.out.sport, first.out.dst], [NODE, 61000, REMOTE_BE]);
+      // The backend closes first (it will hold TIME_WAIT), then the client.
+      run('kpr_from_host', packet({ src: REMOTE_BE, dst: NODE, proto: TCP, sport: 8080, dport: 61000, tcpFlags: TCP_FIN | TCP_ACK }));
+      fromClient(46100, TCP_FIN | TCP_ACK);
+
+      const before = dp!.readStats();
+      assert.equal(fromClient(46101, TCP_SYN).retval, TC_ACT_SHOT, 'another client must not land on a tuple the backend may hold in TIME_WAIT');
+      assert.equal(dp!.readStats().tc_snat_no_port - before.tc_snat_no_port, 1);
+
+      const again = fromClient(46100, TCP_SYN);
+      assert.deepEqual([again.out.src, again.out.sport, again.out.dst], [NODE, 61000, REMOTE_BE], 'the same client tuple reuses its SNAT port');
+      assert.equal(dp!.readStats().tc_snat_no_port - before.tc_snat_no_port, 1);
+      const reply = run('kpr_from_host', packet({ src: REMOTE_BE, dst: NODE, proto: TCP, sport: 8080, dport: 61000, tcpFlags: TCP_SYN | TCP_ACK }));
+      assert.deepEqual([reply.out.src, reply.out.sport, reply.out.dst, reply.out.dport], [VIP, 80, CLIENT, 46100]);
+      assert.equal(ctNow().length, 2, 'the reopened flow replaced both entries of the closed one');
+    } finally {
+      dp!.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61100, flags: 0 });
+    }
+  });
+
+  test('an SNAT port closed by FINs goes to another client only if its SYN carries a timestamp newer than any the old client sent once closing (RFC 6191)', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    dp!.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61000, flags: 0 });
+    try {
+      const VIP = '198.18.0.13';
+      const fromClient = (sport: number, tcpFlags: number, ts?: number) =>
+        run('kpr_from_host', packet({ src: CLIENT, dst: VIP, proto: TCP, sport, dport: 80, tcpFlags, ...(ts === undefined ? {} : { tcpOptions: tcpTimestamp(ts) }) }));
+      const first = fromClient(46200, TCP_SYN, 1000);
+      assert.equal(first.out.sport, 61000);
+      fromClient(46200, TCP_ACK, 2000);
+      // The backend closes first and will hold TIME_WAIT with the client's
+      // last timestamp: 6000, from the segment after the client's FIN.
+      run('kpr_from_host', packet({ src: REMOTE_BE, dst: NODE, proto: TCP, sport: 8080, dport: 61000, tcpFlags: TCP_FIN | TCP_ACK }));
+      fromClient(46200, TCP_FIN | TCP_ACK, 5000);
+      fromClient(46200, TCP_ACK, 6000);
+
+      const before = dp!.readStats();
+      assert.equal(fromClient(46201, TCP_SYN).retval, TC_ACT_SHOT, 'no timestamp: TIME_WAIT would judge by sequence numbers, which kpr does not keep');
+      assert.equal(fromClient(46202, TCP_SYN, 5500).retval, TC_ACT_SHOT, 'older than the last timestamp: PAWS would reject it');
+      assert.equal(dp!.readStats().tc_snat_no_port - before.tc_snat_no_port, 2);
+
+      const next = fromClient(46203, TCP_SYN, 6001);
+      assert.deepEqual([next.out.src, next.out.sport, next.out.dst], [NODE, 61000, REMOTE_BE], 'a newer timestamp passes TIME_WAIT: the port is reused');
+      const reply = run('kpr_from_host', packet({ src: REMOTE_BE, dst: NODE, proto: TCP, sport: 8080, dport: 61000, tcpFlags: TCP_SYN | TCP_ACK }));
+      assert.deepEqual([reply.out.src, reply.out.sport, reply.out.dst, reply.out.dport], [VIP, 80, CLIENT, 46203]);
+      assert.equal(ctNow().length, 2, 'the old flow is gone, its FWD entry too');
+      assert.equal(dp!.readStats().tc_snat_no_port - before.tc_snat_no_port, 2);
+    } finally {
+      dp!.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61100, flags: 0 });
+    }
+  });
+
+  test('client closes first: its SNAT port goes to a newer timestamp only after the client\'s last ACK (before it the backend sits in LAST_ACK)', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    dp!.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61000, flags: 0 });
+    try {
+      const VIP = '198.18.0.13';
+      const fromClient = (sport: number, tcpFlags: number, ts: number) =>
+        run('kpr_from_host', packet({ src: CLIENT, dst: VIP, proto: TCP, sport, dport: 80, tcpFlags, tcpOptions: tcpTimestamp(ts) }));
+      assert.equal(fromClient(46210, TCP_SYN, 1000).out.sport, 61000);
+      fromClient(46210, TCP_FIN | TCP_ACK, 5000);
+      run('kpr_from_host', packet({ src: REMOTE_BE, dst: NODE, proto: TCP, sport: 8080, dport: 61000, tcpFlags: TCP_FIN | TCP_ACK }));
+
+      const before = dp!.readStats();
+      assert.equal(fromClient(46211, TCP_SYN, 7000).retval, TC_ACT_SHOT, 'the backend has not had the last ACK yet');
+      assert.equal(dp!.readStats().tc_snat_no_port - before.tc_snat_no_port, 1);
+      fromClient(46210, TCP_ACK, 5001);
+      const next = fromClient(46212, TCP_SYN, 7000);
+      assert.deepEqual([next.out.src, next.out.sport, next.out.dst], [NODE, 61000, REMOTE_BE], 'after the last ACK the backend is CLOSED');
+      assert.equal(dp!.readStats().tc_snat_no_port - before.tc_snat_no_port, 1);
+    } finally {
+      dp!.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61100, flags: 0 });
+    }
+  });
+
+  test('a nearly full SNAT range still yields its one free port (the walk covers a small range whole)', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    dp!.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61063, flags: 0 });
+    try {
+      const FREE = 61037;
+      for (let port = 61000; port <= 61063; port++) {
+        if (port === FREE) continue;
+        // A live masqueraded flow of some other client on each other port.
+        const key = encodeCtKey({ proto: TCP, addrA: REMOTE_BE, portA: 8080, addrB: NODE, portB: port });
+        const rev = { type: CT_REV, flags: CT_F_SNAT, tcpClient: CT_TCP_SYN | CT_TCP_ACK, tcpServer: CT_TCP_SYN | CT_TCP_ACK, svcId: 0, created: 1n, lastSeen: 1n, natAddr: '198.18.0.13', natSaddr: '198.51.100.101', natPort: 80, natSport: port, beOrdinal: 0 };
+        dp!.maps.ct.update(key, encodeCtVal(rev));
+      }
+      const before = dp!.readStats();
+      for (let i = 0; i < 3; i++) {
+        const { out } = run('kpr_from_host', packet({ src: CLIENT, dst: '198.18.0.13', proto: TCP, sport: 46300 + i, dport: 80, tcpFlags: TCP_SYN }));
+        if (i === 0) assert.deepEqual([out.src, out.sport, out.dst], [NODE, FREE, REMOTE_BE], 'the last free port is found');
+      }
+      const after = dp!.readStats();
+      assert.equal(after.tc_fwd_new - before.tc_fwd_new, 1);
+      assert.equal(after.tc_snat_no_port - before.tc_snat_no_port, 2, 'a full range is counted, not silently dropped');
     } finally {
       dp!.writeConfig({ nodeIP: NODE, clusterCidr: '192.0.2.0', clusterCidrLen: 24, snatPortMin: 61000, snatPortMax: 61100, flags: 0 });
     }
@@ -195,7 +296,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.deepEqual([second.out.src, second.out.dst, second.out.dport], [NODE, REMOTE_BE, 8080], 'the tuple is taken: SNAT to the node');
     assert.ok(second.out.sport >= 61000 && second.out.sport <= 61100, `port from the SNAT range: ${second.out.sport}`);
     assert.equal(dp!.readStats().tc_ct_collision - before.tc_ct_collision, 1);
-    assert.equal(ctEntries().length, 4, 'two flows, two entries each');
+    assert.equal(ctNow().length, 4, 'two flows, two entries each');
 
     const r1 = run('kpr_from_host', packet({ src: REMOTE_BE, dst: POD, proto: TCP, sport: 8080, dport: 40100, tcpFlags: TCP_SYN | TCP_ACK }));
     assert.deepEqual([r1.out.src, r1.out.sport, r1.out.dst, r1.out.dport], ['198.18.0.13', 80, POD, 40100]);
@@ -214,7 +315,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     dp!.maps.ct.update(key, encodeCtVal(rev));
     const { out } = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40200, dport: 80, tcpFlags: TCP_SYN }));
     assert.deepEqual([out.src, out.sport, out.dst, out.dport], [POD, 40200, REMOTE_BE, 8080]);
-    const ct = ctEntries();
+    const ct = ctNow();
     assert.equal(ct.length, 2);
     const fwd = ct.find((e) => e.val.type === CT_FWD)!;
     const r = ct.find((e) => e.val.type === CT_REV)!;
@@ -244,7 +345,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     const races = dp!.readStats().tc_ct_race - before.tc_ct_race;
     t.diagnostic(`${FLOWS} flows, ${races} lost races resolved`);
     const byPort = new Map<number, { fwd: number; rev: number; fwdBackend?: string; revBackends: string[] }>();
-    for (const { key, val } of ctEntries()) {
+    for (const { key, val } of ctNow()) {
       const clientPort = key.addrA === POD ? key.portA : key.portB;
       const e = byPort.get(clientPort) ?? { fwd: 0, rev: 0, revBackends: [] };
       if (val.type === CT_FWD) {
@@ -280,7 +381,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     try {
       const next = dgram().out;
       assert.notEqual(next.dst, first.dst, 'the removed backend no longer gets the flow');
-      assert.equal(ctEntries().filter((e) => e.val.type === CT_FWD).length, 1);
+      assert.equal(ctNow().filter((e) => e.val.type === CT_FWD).length, 1);
       assert.equal(dgram().out.dst, next.dst, 'and the flow stays on its new backend');
     } finally {
       assert.deepEqual(r.syncAll(d).failed, []);
@@ -297,6 +398,62 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.deepEqual([out.src, out.sport, out.dst], [POD, 40300, REMOTE_BE]);
     const r = decodeCtVal(dp!.maps.ct.lookup(key)!);
     assert.deepEqual([r.natAddr, r.tcpServer], ['198.18.0.13', 0]);
+  });
+
+  test('a closed flow\'s translated tuple reused by a direct connection (connect-time or to the backend itself): its replies are not reverse-NATed', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const before = dp!.readStats();
+    const fromPod = (dst: string, dport: number, tcpFlags: number) => run('kpr_from_pod', packet({ src: POD, dst, proto: TCP, sport: 40400, dport, tcpFlags }));
+    const fromBe = (tcpFlags: number) => run('kpr_from_host', packet({ src: REMOTE_BE, dst: POD, proto: TCP, sport: 8080, dport: 40400, tcpFlags }));
+    assert.equal(fromPod('198.18.0.13', 80, TCP_SYN).out.dst, REMOTE_BE);
+    assert.equal(fromBe(TCP_SYN | TCP_ACK).out.src, '198.18.0.13');
+    // a second connection straight to the backend while the VIP flow lives: the flow is kept
+    assert.equal(fromPod(REMOTE_BE, 8080, TCP_SYN).out.dst, REMOTE_BE);
+    assert.equal(fromBe(TCP_ACK).out.src, '198.18.0.13', 'the live flow still answers from the VIP');
+    fromPod('198.18.0.13', 80, TCP_FIN | TCP_ACK);
+    fromBe(TCP_FIN | TCP_ACK);
+    fromPod('198.18.0.13', 80, TCP_ACK);
+
+    const syn = fromPod(REMOTE_BE, 8080, TCP_SYN);
+    assert.equal(syn.retval, TC_ACT_OK);
+    assert.deepEqual([syn.out.src, syn.out.sport, syn.out.dst, syn.out.dport], [POD, 40400, REMOTE_BE, 8080]);
+    assert.equal(dp!.readStats().tc_ct_rev_closed - before.tc_ct_rev_closed, 1);
+    const synAck = fromBe(TCP_SYN | TCP_ACK);
+    assert.deepEqual([synAck.out.src, synAck.out.sport], [REMOTE_BE, 8080], 'the reply keeps the backend\'s address');
+    assert.equal(ctNow().filter((e) => e.val.type === CT_REV).length, 0);
+
+    // the client reopening its VIP tuple later still gets a fresh NATed flow
+    const again = fromPod('198.18.0.13', 80, TCP_SYN);
+    assert.deepEqual([again.out.src, again.out.dst], [POD, REMOTE_BE]);
+    assert.equal(fromBe(TCP_SYN | TCP_ACK).out.src, '198.18.0.13');
+  });
+
+  test('DSR: the backend\'s FIN is never seen, so a SYN after the client\'s FIN opens a new flow (here in SNAT mode, as after a mode switch)', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const before = dp!.readStats();
+    const fromClient = (tcpFlags: number) => run('kpr_from_host', packet({ src: CLIENT, dst: NODE, proto: TCP, sport: 45500, dport: 30084, tcpFlags }));
+    try {
+      dp!.writeConfig(config(NODEPORT_DSR));
+      const syn = fromClient(TCP_SYN);
+      assert.deepEqual([syn.out.src, syn.out.dst, syn.out.dport], [CLIENT, REMOTE_BE, 8080], 'DSR keeps the client address');
+      assert.equal(dp!.readStats().tc_dsr_fwd - before.tc_dsr_fwd, 1);
+      assert.equal(fromClient(TCP_ACK).out.src, CLIENT);
+      // a retransmitted SYN of the open flow stays on it
+      assert.equal(fromClient(TCP_SYN).out.src, CLIENT);
+      fromClient(TCP_FIN | TCP_ACK);
+      fromClient(TCP_ACK);
+
+      dp!.writeConfig(config(NODEPORT_SNAT));
+      const reopen = fromClient(TCP_SYN);
+      assert.deepEqual([reopen.out.src, reopen.out.dst], [NODE, REMOTE_BE], 'the reused tuple is a new, masqueraded flow');
+      const fwd = ctNow().filter((e) => e.val.type === CT_FWD);
+      assert.equal(fwd.length, 1);
+      assert.equal(fwd[0]!.val.flags & CT_F_DSR, 0);
+    } finally {
+      dp!.writeConfig(config(NODEPORT_SNAT));
+    }
   });
 
   test('a pod reaching itself through its Service is masqueraded (hairpin)', (t) => {
@@ -322,7 +479,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     clearCt();
     const ext = run('kpr_from_host', packet({ src: CLIENT, dst: NODE, proto: TCP, sport: 45001, dport: 30081 }));
     assert.equal(ext.retval, TC_ACT_SHOT);
-    assert.equal(ctEntries().length, 0);
+    assert.equal(ctNow().length, 0);
     const pod = run('kpr_from_pod', packet({ src: POD, dst: NODE, proto: TCP, sport: 45002, dport: 30081 }));
     assert.equal(pod.out.dst, REMOTE_BE);
   });
@@ -349,7 +506,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.deepEqual([out.icmp?.type, out.icmp?.code, out.icmp?.csumOk], [3, 3, true]);
     assert.deepEqual([out.icmp?.inner.src, out.icmp?.inner.dst, out.icmp?.inner.sport, out.icmp?.inner.dport], [POD, '198.18.0.12', 41000, 53]);
     assert.deepEqual(out.raw.subarray(0, 6), orig.subarray(6, 12));
-    assert.equal(ctEntries().length, 0);
+    assert.equal(ctNow().length, 0);
   });
 
   test('loadBalancerSourceRanges: outside dropped, inside served', (t) => {
@@ -361,13 +518,16 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.equal(allowed.out.dst, REMOTE_BE);
   });
 
-  test('loadBalancerSourceRanges never block the node itself: its address, or the LB IP looped back', (t) => {
+  test('loadBalancerSourceRanges judge the node by its source, as kube-proxy: the LB IP looped back only when the node is inside', (t) => {
     if (skipped) return t.skip('not root');
     clearCt();
-    for (const [src, sport] of [[NODE, 45005], ['198.18.100.1', 45006]] as const) {
-      const r = run('kpr_from_host', packet({ src, dst: '198.18.100.1', proto: TCP, sport, dport: 80, tcpFlags: TCP_SYN }));
-      assert.notEqual(r.retval, TC_ACT_SHOT, `from ${src}`);
-      assert.equal(r.out.dst, REMOTE_BE, `from ${src}`);
+    let sport = 45005;
+    for (const [vip, nodeInside] of [['198.18.100.1', false], ['198.18.100.2', true]] as const) {
+      for (const src of [NODE, vip]) {
+        const r = run('kpr_from_host', packet({ src, dst: vip, proto: TCP, sport: sport++, dport: 80, tcpFlags: TCP_SYN }));
+        if (nodeInside) assert.equal(r.out.dst, REMOTE_BE, `${vip} from ${src}`);
+        else assert.equal(r.retval, TC_ACT_SHOT, `${vip} from ${src}`);
+      }
     }
   });
 
@@ -389,7 +549,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     const arp = Buffer.from(full);
     arp.writeUInt16BE(0x0806, 12);
     assert.deepEqual(bpf.progTestRun(dp!.tcProgFd('kpr_from_pod'), arp).data, arp);
-    assert.equal(ctEntries().length, 0);
+    assert.equal(ctNow().length, 0);
   });
 
   test('IP options shift the L4 header; NAT still lands on the right bytes', (t) => {
@@ -426,12 +586,7 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: UDP, sport: 5003, dport: 53, payload: Buffer.from('q') }));
     // The backend answers port-unreachable, quoting client -> backend.
     const quoted = packet({ src: POD, dst: REMOTE_BE, proto: UDP, sport: 5003, dport: 8080, payload: Buffer.from('q') }).subarray(14, 14 + 28);
-    const icmp = Buffer.concat([Buffer.from([3, 3, 0, 0, 0, 0, 0, 0]), quoted]);
-    let sum = 0;
-    for (let i = 0; i < icmp.length; i += 2) sum += icmp.readUInt16BE(i);
-    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-    icmp.writeUInt16BE(~sum & 0xffff, 2);
-    const { out } = run('kpr_from_host', packet({ src: REMOTE_BE, dst: POD, proto: ICMP, l4: icmp }));
+    const { out } = run('kpr_from_host', packet({ src: REMOTE_BE, dst: POD, proto: ICMP, l4: icmpMessage(3, 3, 0, quoted) }));
     assert.deepEqual([out.src, out.dst], ['198.18.0.13', POD]);
     assert.equal(out.ipCsumOk, true);
     assert.equal(out.icmp?.csumOk, true);
@@ -439,16 +594,41 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.equal(out.icmp?.inner.ipCsumOk, true);
   });
 
+  test('an ICMP frag-needed about a NodePort reply (from a hop towards the client) reaches the backend as if about backend -> node', (t) => {
+    if (skipped) return t.skip('not root');
+    clearCt();
+    const router = '203.0.113.1';
+    const { out } = run('kpr_from_host', packet({ src: CLIENT, dst: NODE, proto: TCP, sport: 45300, dport: 30080, tcpFlags: TCP_SYN }));
+    // The reply as the node sent it on, quoted by a router on the client's
+    // path, which sends the error to the reply's source: the NodePort address.
+    const quoted = packet({ src: NODE, dst: CLIENT, proto: TCP, sport: 30080, dport: 45300, tcpFlags: TCP_ACK }).subarray(14, 14 + 28);
+    const before = dp!.readStats();
+    const r = run('kpr_from_host', packet({ src: router, dst: NODE, proto: ICMP, l4: icmpMessage(3, 4, 1280, quoted) }));
+    assert.ok([TC_ACT_OK, TC_ACT_REDIRECT].includes(r.retval), `retval ${r.retval}`);
+    assert.deepEqual([r.out.src, r.out.dst], [router, out.dst], 'sent to the backend');
+    assert.equal(r.out.ipCsumOk, true);
+    assert.deepEqual([r.out.icmp?.type, r.out.icmp?.code, r.out.icmp?.mtu, r.out.icmp?.csumOk], [3, 4, 1280, true]);
+    const inner = r.out.icmp?.inner;
+    assert.deepEqual([inner?.src, inner?.sport, inner?.dst, inner?.dport], [out.dst, 8080, NODE, out.sport], 'quotes backend -> SNAT address');
+    assert.equal(inner?.ipCsumOk, true);
+    assert.equal(dp!.readStats().tc_icmp_err - before.tc_icmp_err, 1);
+    // Sent by the client itself: it comes from the SNAT address, as the backend knows its peer.
+    const fromClient = run('kpr_from_host', packet({ src: CLIENT, dst: NODE, proto: ICMP, l4: icmpMessage(3, 3, 0, quoted) }));
+    assert.deepEqual([fromClient.out.src, fromClient.out.dst], [NODE, out.dst]);
+    assert.equal(fromClient.out.ipCsumOk, true);
+    assert.equal(fromClient.out.icmp?.csumOk, true);
+  });
+
   test('TCP RST or FIN alone never opens a flow; on a known flow they are NATed', (t) => {
     if (skipped) return t.skip('not root');
     clearCt();
     const rst = packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40005, dport: 80, tcpFlags: TCP_RST });
     assert.deepEqual(run('kpr_from_pod', rst).data, rst);
-    assert.equal(ctEntries().length, 0);
+    assert.equal(ctNow().length, 0);
     run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40006, dport: 80, tcpFlags: TCP_SYN }));
     const fin = run('kpr_from_pod', packet({ src: POD, dst: '198.18.0.13', proto: TCP, sport: 40006, dport: 80, tcpFlags: TCP_FIN | TCP_ACK }));
     assert.equal(fin.out.dst, REMOTE_BE);
-    const rev = ctEntries().find((e) => e.val.type === CT_REV)!;
+    const rev = ctNow().find((e) => e.val.type === CT_REV)!;
     assert.equal(rev.val.tcpClient & 0x04, 0x04, 'FIN recorded from the client');
   });
 
@@ -475,6 +655,6 @@ describe('tc programs under BPF_PROG_TEST_RUN', () => {
     assert.deepEqual(run('kpr_from_pod', direct).data, direct);
     const echo = packet({ src: POD, dst: '198.18.0.13', proto: ICMP, l4: Buffer.from([8, 0, 0xf7, 0xff, 0, 0, 0, 0]) });
     assert.deepEqual(run('kpr_from_pod', echo).data, echo);
-    assert.equal(ctEntries().length, 0);
+    assert.equal(ctNow().length, 0);
   });
 });

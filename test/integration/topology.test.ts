@@ -6,8 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { defaultLabManifest, Lab, LAB_EXT_IP, labNode, POD_PORT, type LabNode } from '../../src/lab/cluster.js';
-import { readStats, withPinnedMaps } from '../../src/datapath/loader.js';
+import { Lab, LAB_EXT_IP, POD_PORT, type LabNode } from '../../src/lab/cluster.js';
+import { defaultLabManifest, labNode } from '../../src/lab/manifest.js';
+import { readStats, withPinnedMaps } from '../../src/datapath/pinned.js';
 import { natRows } from '../../src/inspect/nat.js';
 import { requireRoot } from '../helpers/privileged.js';
 

@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { readStats, withPinnedMaps } from '../../src/datapath/loader.js';
+import { readStats, withPinnedMaps } from '../../src/datapath/pinned.js';
 import { Lab, LAB_EXT_IP, POD_BULK_PORT, POD_PORT, type LabNode, type LabPod } from '../../src/lab/cluster.js';
 import { ctRows } from '../../src/inspect/ct.js';
 import { natRows } from '../../src/inspect/nat.js';
@@ -246,8 +246,8 @@ test('1 MB downloads and uploads on every Service path: no redirect failure, no 
       assert.deepEqual(r.errors, {}, 'no connection failed while the ranges changed');
       assert.ok(r.ok >= 100, `the client kept connecting throughout: ${r.ok}`);
       assert.equal(seen.length, steps.length, 'every edit reached the map');
-      // Besides the ranges: the node's own address and the LB IP itself are always allowed, as kube-proxy allows them.
-      assert.deepEqual(seen[seen.length - 1], ['0.0.0.0/0 blackhole', '198.18.3.19/32', `${a.ip}/32`, '203.0.113.0/24']);
+      // The node's address is outside the ranges: nothing else is allowed, as in kube-proxy (no allowFromNode).
+      assert.deepEqual(seen[seen.length - 1], ['0.0.0.0/0 blackhole', '203.0.113.0/24']);
     });
   } finally {
     await lab.down();

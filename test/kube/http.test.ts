@@ -2,14 +2,16 @@ import assert from 'node:assert/strict';
 import { createServer as createNetServer } from 'node:net';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import { goTime, HttpServer, type HealthState } from '../../src/http/server.js';
+import { goTime, HttpServer, parseAddress, type HealthState } from '../../src/http/server.js';
 import { Metrics } from '../../src/metrics.js';
-import { service, slice } from '../helpers/objects.js';
+import { service, slice } from '../../src/lab/objects.js';
 import { harness, metricValue, waitFor, type Harness } from '../helpers/kubeharness.js';
 import { TcAttacher } from '../../src/datapath/tc-attach.js';
 import { ServiceHealthServers } from '../../src/health/service-health.js';
-import type { Datapath } from '../../src/datapath/loader.js';
+import type { Datapath } from '../../src/datapath/datapath.js';
 import { memoryNatMaps } from '../helpers/memmaps.js';
+
+const listen = (addr: string) => parseAddress(addr, 'healthz-bind-address');
 
 const log = pino({ level: 'silent' });
 
@@ -33,8 +35,8 @@ function fakeState(over: Partial<HealthState> = {}): HealthState {
 async function serve(state: HealthState, opts: { now?: () => number } = {}) {
   const metrics = new Metrics();
   const http = new HttpServer({
-    healthzAddress: '127.0.0.1:0',
-    metricsAddress: '',
+    healthzAddress: listen('127.0.0.1:0'),
+    metricsAddress: undefined,
     healthTimeoutMs: 60_000,
     state,
     metrics,
@@ -97,11 +99,11 @@ test('a node being deleted makes /healthz 503 but not /livez', async () => {
 test('/metrics is on the metrics address only, unless both addresses are the same', async () => {
   const m = new Metrics();
   // Find a free port for healthz, so the two addresses differ as strings.
-  const h = new HttpServer({ healthzAddress: '127.0.0.1:0', metricsAddress: '', healthTimeoutMs: 1000, state: fakeState(), metrics: m, log });
+  const h = new HttpServer({ healthzAddress: listen('127.0.0.1:0'), metricsAddress: undefined, healthTimeoutMs: 1000, state: fakeState(), metrics: m, log });
   await h.start();
   const port = Number(h.bound.healthz!.split(':')[1]);
   await h.stop();
-  const split = new HttpServer({ healthzAddress: `127.0.0.1:${port}`, metricsAddress: '127.0.0.1:0', healthTimeoutMs: 1000, state: fakeState(), metrics: m, log });
+  const split = new HttpServer({ healthzAddress: listen(`127.0.0.1:${port}`), metricsAddress: listen('127.0.0.1:0'), healthTimeoutMs: 1000, state: fakeState(), metrics: m, log });
   await split.start();
   try {
     assert.equal((await get(split.bound.healthz!, '/metrics')).status, 404);
@@ -112,7 +114,7 @@ test('/metrics is on the metrics address only, unless both addresses are the sam
   } finally {
     await split.stop();
   }
-  const same = new HttpServer({ healthzAddress: '127.0.0.1:0', metricsAddress: '127.0.0.1:0', healthTimeoutMs: 1000, state: fakeState(), metrics: m, log });
+  const same = new HttpServer({ healthzAddress: listen('127.0.0.1:0'), metricsAddress: listen('127.0.0.1:0'), healthTimeoutMs: 1000, state: fakeState(), metrics: m, log });
   await same.start();
   try {
     assert.equal(same.bound.healthz, same.bound.metrics);
@@ -131,8 +133,8 @@ test('/readyz: not before the sync; through an API outage it stays 200 (as kube-
     noWait: true,
   });
   const http = new HttpServer({
-    healthzAddress: '127.0.0.1:0',
-    metricsAddress: '',
+    healthzAddress: listen('127.0.0.1:0'),
+    metricsAddress: undefined,
     healthTimeoutMs: 60_000,
     metrics: h.metrics,
     log,
@@ -198,7 +200,7 @@ test('a full map is degraded, not dead: gauge and /readyz detail, one log line, 
     maps: memoryNatMaps({ be: 5 }), // room for two Services' backends, not three
     resyncIntervalMs: 300,
   });
-  const http = new HttpServer({ healthzAddress: '127.0.0.1:0', metricsAddress: '', healthTimeoutMs: 300, metrics: h.metrics, log, state: harnessState(h) });
+  const http = new HttpServer({ healthzAddress: listen('127.0.0.1:0'), metricsAddress: undefined, healthTimeoutMs: 300, metrics: h.metrics, log, state: harnessState(h) });
   await http.start();
   try {
     const addr = http.bound.healthz!;

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { harness, natView, waitFor } from '../helpers/kubeharness.js';
-import { node, service, slice } from '../helpers/objects.js';
+import { node, service, slice } from '../../src/lab/objects.js';
 
 test('every Node is listed and watched into the store; this node\'s zone selects hinted endpoints', async () => {
   const zonal = service('web', { clusterIP: '198.18.0.1' }) as { metadata: Record<string, unknown> };

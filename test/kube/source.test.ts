@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { service, slice } from '../helpers/objects.js';
+import type { MetricValueWithName } from 'prom-client';
+import { service, slice } from '../../src/lab/objects.js';
 import { harness, metricValue, natView, totalWrites, waitFor, type Harness } from '../helpers/kubeharness.js';
 
 function svc(name: string, vip: string, extra: Record<string, unknown> = {}) {
@@ -250,7 +251,8 @@ test('network programming latency is measured from the last-change-trigger-time 
     const trigger = new Date(Date.now() - 5000).toISOString().replace(/\.\d+Z$/, 'Z');
     h.api.apply(sl('a-1', 'a', ['203.0.113.1'], { 'endpoints.kubernetes.io/last-change-trigger-time': trigger }));
     await waitFor('programmed', () => natView(h.maps)['198.18.0.1:80']?.length === 1);
-    const hist = (await h.metrics.registry.getSingleMetric('kpr_network_programming_duration_seconds')!.get()).values;
+    // a histogram's values carry the series name (prom-client's type leaves it out)
+    const hist = (await h.metrics.registry.getSingleMetric('kpr_network_programming_duration_seconds')!.get()).values as MetricValueWithName<string>[];
     const count = hist.find((v) => v.metricName === 'kpr_network_programming_duration_seconds_count')?.value;
     const sum = hist.find((v) => v.metricName === 'kpr_network_programming_duration_seconds_sum')?.value ?? 0;
     assert.equal(count, 1);

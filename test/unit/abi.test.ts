@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ABI_CONSTANTS, ABI_STRUCTS, checkAbi, parseBtfJson, type BtfType } from '../../src/datapath/abi.js';
-import { encodeCtKey, encodeCtVal, encodeKprConfig, encodeNatBeKey, encodeNatBeVal, encodeNatFeKey, encodeNatFeVal } from '../../src/datapath/codec.js';
+import { encodeCtKey, encodeCtVal, encodeKprConfig, encodeKprSockConfig, encodeNatBeKey, encodeNatBeVal, encodeNatFeKey, encodeNatFeVal } from '../../src/datapath/codec.js';
 
 /** BTF as the tables describe it: what a matching object holds. */
 function btfFromTables(): BtfType[] {
@@ -83,6 +83,9 @@ test('the codecs write every field at the offset the ABI table gives', () => {
   assert.equal(cfg.readUInt8(at(cfg, 'kpr_config', 'cluster_cidr_len')), 24);
   assert.equal(cfg.readUInt16LE(at(cfg, 'kpr_config', 'snat_port_max')), 65535);
   assert.equal(cfg.readUInt32LE(at(cfg, 'kpr_config', 'flags')), 2);
+  const sc = encodeKprSockConfig({ nodeNetnsCookie: 0x0102030405060708n });
+  assert.equal(sc.length, ABI_STRUCTS.kpr_sock_config!.size);
+  assert.equal(sc.readBigUInt64LE(at(sc, 'kpr_sock_config', 'node_netns_cookie')), 0x0102030405060708n);
 });
 
 test('the built objects agree with the TypeScript tables', (t) => {
@@ -95,4 +98,35 @@ test('the built objects agree with the TypeScript tables', (t) => {
     const json = execFileSync('bpftool', ['-j', 'btf', 'dump', 'file', join(dir, obj)], { encoding: 'utf8', maxBuffer: 64 << 20 });
     assert.deepEqual(checkAbi(parseBtfJson(json), complete), [], obj);
   }
+});
+
+test('the IPv6 codecs write every field at the offset the ABI table gives for the v6 twins', () => {
+  const at = (s: string, f: string) => ABI_STRUCTS[s]!.fields[f]!;
+  const ct = encodeCtVal({
+    type: 2, flags: 5, tcpClient: 3, tcpServer: 9, svcId: 0x11223344, created: 7n, lastSeen: 8n,
+    natAddr: '2001:db8:f::1', natSaddr: '2001:db8::2', natPort: 0x1234, natSport: 0x5678, beOrdinal: 0x0a0b0c0d,
+  });
+  assert.equal(ct.length, ABI_STRUCTS.ct6_val!.size);
+  assert.equal(ct.readUInt16BE(at('ct6_val', 'nat_addr') + 4), 0x000f);
+  assert.equal(ct.readUInt8(at('ct6_val', 'nat_saddr') + 15), 2);
+  assert.equal(ct.readUInt16LE(at('ct6_val', 'nat_port')), 0x1234);
+  assert.equal(ct.readUInt16LE(at('ct6_val', 'nat_sport')), 0x5678);
+  assert.equal(ct.readUInt32LE(at('ct6_val', 'be_ordinal')), 0x0a0b0c0d);
+  const ck = encodeCtKey({ proto: 17, addrA: '2001:db8::1', portA: 1, addrB: '2001:db8::9', portB: 2 });
+  assert.equal(ck.length, ABI_STRUCTS.ct6_key!.size);
+  assert.equal(ck.readUInt8(at('ct6_key', 'addr_b') + 15), 9);
+  assert.equal(ck.readUInt16LE(at('ct6_key', 'port_a')), 1);
+  assert.equal(ck.readUInt16LE(at('ct6_key', 'port_b')), 2);
+  const fk = encodeNatFeKey({ addr: '2001:db8:f::10', port: 80, proto: 6, srcAddr: '2001:db8:0:2::', srcLen: 64 });
+  assert.equal(fk.length, ABI_STRUCTS.nat_fe6_key!.size);
+  assert.equal(fk.readUInt32LE(0), ABI_CONSTANTS.NAT_FE6_PREFIX_BASE! + 64);
+  assert.equal(fk.readUInt8(at('nat_fe6_key', 'addr') + 15), 0x10);
+  assert.equal(fk.readUInt16LE(at('nat_fe6_key', 'port')), 80);
+  assert.equal(fk.readUInt8(at('nat_fe6_key', 'proto')), 6);
+  assert.equal(fk.readUInt16BE(at('nat_fe6_key', 'saddr') + 6), 2);
+  const bv = encodeNatBeVal({ addr: '2001:db8::3', port: 8080, flags: 1 });
+  assert.equal(bv.length, ABI_STRUCTS.nat_be6_val!.size);
+  assert.equal(bv.readUInt8(at('nat_be6_val', 'addr') + 15), 3);
+  assert.equal(bv.readUInt16LE(at('nat_be6_val', 'port')), 8080);
+  assert.equal(bv.readUInt16LE(at('nat_be6_val', 'flags')), 1);
 });

@@ -113,10 +113,10 @@ test('the environment of `kpr run` does not break other commands', () => {
   assert.match(r.stderr, /no pinned map/);
 });
 
-test('--nodeport-addresses takes IPv4 CIDRs and "primary"; anything else stops start-up', () => {
-  const r = kpr([...base, '--nodeport-addresses', 'primary', 'nonsense']);
+test('--nodeport-addresses takes CIDRs of either family and "primary"; anything else stops start-up', () => {
+  const r = kpr([...base, '--nodeport-addresses', 'primary', '2001:db8::/64', 'nonsense']);
   assert.notEqual(r.code, 0);
-  assert.match(r.stderr, /--nodeport-addresses must be an IPv4 CIDR like .*"nonsense"/);
+  assert.match(r.stderr, /--nodeport-addresses must be a CIDR like .*"nonsense"/);
 });
 
 test('Maglev: the table size must be a prime in range, and the tables must fit the memory limit', () => {
@@ -134,4 +134,20 @@ test('Maglev: the table size must be a prime in range, and the tables must fit t
   assert.match(r.stderr, /Maglev tables could take 327\d\d MiB .*65536 tables.*131071 slots.*above --maglev-memory-limit 1024 MiB/);
   r = kpr([...base, '--map-size-maglev', '1000', '--maglev-memory-limit', '32']);
   assert.match(r.stderr, /Maglev tables could take 63 MiB/);
+});
+
+test('--cluster-cidr takes one CIDR per family, as kube-proxy does for dual-stack', () => {
+  const r = kpr([...base, '--cluster-cidr', '2001:db8::/64,2001:db8:1::/64']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /--cluster-cidr takes one IPv6 CIDR at most/);
+  const bad = kpr([...base, '--cluster-cidr', '10.244.0.0/16,not-a-cidr:']);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /--cluster-cidr must be a CIDR/);
+});
+
+test('--dsr-optout-cidrs takes CIDRs of either family; anything else stops start-up', () => {
+  const r = kpr([...base, '--dsr-optout-cidrs', '203.0.113.0/24', '2001:db8:2::/48', '2001:db8:zz::/48']);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /--dsr-optout-cidrs must be a CIDR like .*"2001:db8:zz::\/48"/);
+  assert.doesNotMatch(r.stderr, /2001:db8:2::\/48"/, 'the valid IPv6 CIDR is accepted');
 });

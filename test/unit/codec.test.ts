@@ -19,7 +19,7 @@ import {
   SOCK_DESTROY_REC_SIZE,
 } from '../../src/datapath/codec.js';
 
-// Layouts from bpf/include/maps.h, written out byte by byte.
+// Layouts from bpf/include/abi.h, written out byte by byte.
 
 test('nat_fe_key: packed 16 bytes, prefixlen = 56 + source prefix, port host order', () => {
   const b = encodeNatFeKey({ addr: '198.18.0.10', port: 80, proto: 6, srcAddr: '203.0.113.0', srcLen: 24 });
@@ -62,8 +62,8 @@ test('svc_meta: NUL-terminated name in 192 bytes', () => {
 });
 
 test('decoders reject buffers of the wrong size', () => {
-  assert.throws(() => decodeNatFeKey(Buffer.alloc(15)), /expected 16 bytes/);
-  assert.throws(() => decodeNatBeVal(Buffer.alloc(9)), /expected 8 bytes/);
+  assert.throws(() => decodeNatFeKey(Buffer.alloc(15)), /expected 16 or 40 bytes/);
+  assert.throws(() => decodeNatBeVal(Buffer.alloc(9)), /expected 8 or 20 bytes/);
 });
 
 test('sock_destroy_key matches the compiled iterator object (BTF)', async () => {
@@ -74,6 +74,7 @@ test('sock_destroy_key matches the compiled iterator object (BTF)', async () => 
   const types = (JSON.parse(stdout) as { types: Array<{ name?: string; size?: number; members?: Array<{ name: string; bits_offset: number }> }> }).types;
   const key = types.find((t) => t.name === 'sock_destroy_key');
   assert.equal(key?.size, SOCK_DESTROY_KEY_SIZE);
+  assert.equal(types.find((t) => t.name === 'sock_destroy6_key')?.size, encodeSockDestroyKey({ svcId: 1, addr: '2001:db8::1', port: 1 }).length);
   assert.deepEqual(key?.members?.map((m) => [m.name, m.bits_offset / 8]), [['svc_id', 0], ['addr', 4], ['port', 8], ['pad', 10]]);
   const b = encodeSockDestroyKey({ svcId: 7, addr: '192.0.2.1', port: 8080 });
   assert.equal(b.toString('hex'), '07000000' + 'c0000201' + '901f' + '0000');
@@ -92,4 +93,24 @@ test('sock_destroy_rec stream: whole 24-byte records', () => {
     { cookie: 42n, addr: '192.0.2.1', port: 8080, proto: 17, err: -2, svcId: 9 },
   ]);
   assert.throws(() => decodeSockDestroyRecs(Buffer.alloc(25)), /whole records/);
+});
+
+test('IPv6 keys and values round-trip, in canonical text, and pick the v6 layout from the address', async () => {
+  const { decodeCtKey, decodeCtVal, encodeCtKey, encodeCtVal, ctKeyFor, NAT_FE6_KEY_SIZE, NAT_BE6_VAL_SIZE } = await import('../../src/datapath/codec.js');
+  const key = { addr: '2001:db8:f::10', port: 443, proto: 6, srcAddr: '::', srcLen: 0 };
+  const fk = encodeNatFeKey(key);
+  assert.equal(fk.length, NAT_FE6_KEY_SIZE);
+  assert.deepEqual(decodeNatFeKey(fk), key);
+  assert.throws(() => encodeNatFeKey({ ...key, srcLen: 129 }), /out of range/);
+  const bv = encodeNatBeVal({ addr: '2001:db8::a:1', port: 8080, flags: 1 });
+  assert.equal(bv.length, NAT_BE6_VAL_SIZE);
+  assert.deepEqual(decodeNatBeVal(bv), { addr: '2001:db8::a:1', port: 8080, flags: 1 });
+  const ck = ctKeyFor(17, '2001:db8::9', 5000, '2001:db8::1', 53);
+  assert.deepEqual(ck, { proto: 17, addrA: '2001:db8::1', portA: 53, addrB: '2001:db8::9', portB: 5000 });
+  assert.deepEqual(decodeCtKey(encodeCtKey(ck)), ck);
+  const cv = {
+    type: 1, flags: 2, tcpClient: 0, tcpServer: 0, svcId: 9, created: 1n, lastSeen: 2n,
+    natAddr: '2001:db8::5', natSaddr: '::', natPort: 8080, natSport: 0, beOrdinal: 3,
+  };
+  assert.deepEqual(decodeCtVal(encodeCtVal(cv)), cv);
 });

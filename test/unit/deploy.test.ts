@@ -71,12 +71,12 @@ test('the DaemonSet runs on every node, host network, least privilege, probed on
   for (const m of container.volumeMounts as Any[]) {
     if (m.mountPropagation === 'Bidirectional') assert.equal(sc.privileged, true, `${m.name}: Bidirectional needs privileged`);
   }
-  const mounts = new Map((container.volumeMounts as Any[]).map((m) => [m.name, m]));
+  const mounts: Any = Object.fromEntries((container.volumeMounts as Any[]).map((m) => [m.name, m]));
   const vols = new Map((pod.volumes as Any[]).map((v) => [v.name, v.hostPath?.path]));
-  assert.equal(mounts.get('bpffs').mountPath, '/sys/fs/bpf');
+  assert.equal(mounts.bpffs.mountPath, '/sys/fs/bpf');
   assert.equal(vols.get('bpffs'), '/sys/fs/bpf');
   assert.equal(vols.get('cgroup'), '/sys/fs/cgroup');
-  assert.ok(container.args.includes(mounts.get('cgroup').mountPath), 'kpr attaches to the host cgroup root it mounts');
+  assert.ok(container.args.includes(mounts.cgroup.mountPath), 'kpr attaches to the host cgroup root it mounts');
   assert.deepEqual([container.readinessProbe.httpGet.path, container.readinessProbe.httpGet.port], ['/readyz', 10256]);
   assert.deepEqual([container.livenessProbe.httpGet.path, container.livenessProbe.httpGet.port], ['/livez', 10256]);
   const env = new Map((container.env as Any[]).map((e) => [e.name, e]));
@@ -145,7 +145,7 @@ test('the seccomp profile denies by default and allows what kpr needs (bpf, perf
 test('the no-SYS_ADMIN overlay drops SYS_ADMIN and runs under the kpr seccomp profile', () => {
   const k = parse(readFileSync('deploy/no-sys-admin/kustomization.yaml', 'utf8')) as Any;
   assert.deepEqual(k.resources, ['../rbac.yaml', '../daemonset.yaml']);
-  const [patch] = k.patches as Any[];
+  const patch = (k.patches as Any[])[0] as Any;
   assert.deepEqual(patch.target, { kind: 'DaemonSet', name: ds.metadata.name });
   // apply the JSON patch ops to a copy of the DaemonSet and validate the result
   const out = JSON.parse(JSON.stringify(ds)) as Any;

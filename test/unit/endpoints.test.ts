@@ -8,8 +8,25 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { policyVerdict, selectEndpoints, type EndpointSelection } from '../../src/model/endpoints.js';
 import { parseEndpointSlice, parseService } from '../../src/model/objects.js';
-import type { EndpointSlice, Service } from '../../src/model/types.js';
-import { service, slice, type SliceEndpoint } from '../helpers/objects.js';
+import type { EndpointSlice, IPFamily, Service } from '../../src/model/types.js';
+import { service, slice, type SliceEndpoint } from '../../src/lab/objects.js';
+
+/**
+ * Every table runs for both families: the IPv6 run renames 192.0.2.N to
+ * 2001:db8::N, gives the Service an IPv6 cluster IP and the slices
+ * addressType IPv6.
+ */
+interface Fam {
+  family: IPFamily;
+  a: (s: string) => string;
+  clusterIP: string;
+  addressType: string;
+}
+const FAMILIES: Fam[] = [
+  { family: 4, a: (s) => s, clusterIP: '198.18.0.10', addressType: 'IPv4' },
+  { family: 6, a: (s) => s.replace(/192\.0\.2\.(\d+)/g, '2001:db8::$1'), clusterIP: '2001:db8:f::10', addressType: 'IPv6' },
+];
+const V4 = FAMILIES[0] as Fam;
 
 const LOCAL = '192.0.2.1'; // on n1, this node
 const REMOTE = '192.0.2.2'; // on n2
@@ -23,22 +40,28 @@ const CONDITIONS: Record<State, Pick<SliceEndpoint, 'ready' | 'serving' | 'termi
   'not-ready': { ready: false, serving: false, terminating: false },
 };
 
-function svc(extra: Record<string, unknown> = {}, annotations?: Record<string, string>): Service {
-  const raw = service('web', { extra }) as { metadata: Record<string, unknown> };
+function svc(extra: Record<string, unknown> = {}, annotations?: Record<string, string>, F: Fam = V4): Service {
+  const raw = service('web', { extra, clusterIP: F.clusterIP }) as { metadata: Record<string, unknown> };
   if (annotations) raw.metadata.annotations = annotations;
   const r = parseService(raw);
   if (!r.ok) throw new Error(r.message);
   return r.value;
 }
 
-function slices(eps: SliceEndpoint[]): EndpointSlice[] {
-  const r = parseEndpointSlice(slice('web-x', 'web', eps));
+function slices(eps: SliceEndpoint[], F: Fam = V4): EndpointSlice[] {
+  const ofFamily = eps.map((e) => ({ ...e, ip: F.a(e.ip), ...(e.more ? { more: e.more.map(F.a) } : {}) }));
+  const r = parseEndpointSlice(slice('web-x', 'web', ofFamily, undefined, { addressType: F.addressType }));
   if (!r.ok) throw new Error(r.message);
   return [r.value];
 }
 
-function select(s: Service, eps: SliceEndpoint[], node: { name: string | undefined; zone: string | undefined } = NODE): EndpointSelection {
-  return selectEndpoints(s, s.ports[0] as Service['ports'][number], slices(eps), node);
+function select(
+  s: Service,
+  eps: SliceEndpoint[],
+  node: { name: string | undefined; zone: string | undefined } = NODE,
+  F: Fam = V4,
+): EndpointSelection {
+  return selectEndpoints(s, s.ports[0] as Service['ports'][number], slices(eps, F), node, F.family);
 }
 
 const addrs = (l: Array<{ addr: string }>) => l.map((b) => b.addr);
@@ -77,18 +100,18 @@ const TABLE: Array<[State, State, string[], string[], string, string]> = [
   ['not-ready', 'not-ready', [], [], 'REJECT', 'REJECT'],
 ];
 
-for (const [ls, rs, cluster, local, clusterPolicy, localPolicy] of TABLE) {
-  test(`local ${ls}, remote ${rs}: cluster [${cluster}] local [${local}]; Cluster -> ${clusterPolicy}, Local -> ${localPolicy}`, () => {
+for (const F of FAMILIES) for (const [ls, rs, cluster, local, clusterPolicy, localPolicy] of TABLE) {
+  test(`IPv${F.family}: local ${ls}, remote ${rs}: cluster [${cluster}] local [${local}]; Cluster -> ${clusterPolicy}, Local -> ${localPolicy}`, () => {
     for (const policy of [{}, { internalTrafficPolicy: 'Local' }, { externalTrafficPolicy: 'Local', type: 'NodePort' }]) {
-      const sel = select(svc(policy), [
+      const sel = select(svc(policy, undefined, F), [
         { ip: L, node: 'n1', ...CONDITIONS[ls] },
         { ip: R, node: 'n2', ...CONDITIONS[rs] },
-      ]);
-      assert.deepEqual(addrs(sel.cluster), cluster);
-      assert.deepEqual(addrs(sel.local), local);
-      assert.ok(sel.local.every((b) => b.local) && sel.cluster.every((b) => b.local === (b.addr === L)));
-      assert.equal(verdict(sel, false), clusterPolicy);
-      assert.equal(verdict(sel, true), localPolicy);
+      ], NODE, F);
+      assert.deepEqual(addrs(sel.cluster), cluster.map(F.a));
+      assert.deepEqual(addrs(sel.local), local.map(F.a));
+      assert.ok(sel.local.every((b) => b.local) && sel.cluster.every((b) => b.local === (b.addr === F.a(L))));
+      assert.equal(verdict(sel, false), F.a(clusterPolicy));
+      assert.equal(verdict(sel, true), F.a(localPolicy));
       assert.equal(sel.localReady, ls === 'ready' ? 1 : 0, 'health check counts local ready endpoints only');
       // every endpoint has a verdict line, in or out
       assert.equal(sel.endpoints.length, 2);
@@ -162,11 +185,13 @@ const HINTS: HintCase[] = [
   ['no ready endpoint: hints are moot, serving-terminating ones everywhere', svc({}, AUTO), { zones: ['zone-b'], ...ST }, { zones: ['zone-a'], ...ST }, [L, R], [L], ''],
 ];
 
-for (const [name, s, l, r, cluster, local, mode, node = NODE, more = []] of HINTS) {
-  test(`hints: ${name}`, () => {
-    const sel = select(s, [{ ip: L, node: 'n1', ...l }, { ip: R, node: 'n2', ...r }, ...more], node);
-    assert.deepEqual(addrs(sel.cluster), cluster);
-    assert.deepEqual(addrs(sel.local), local);
+for (const F of FAMILIES) for (const [name, s, l, r, cluster, local, mode, node = NODE, more = []] of HINTS) {
+  test(`IPv${F.family} hints: ${name}`, () => {
+    // the same Service, with the IPv6 run's cluster IP
+    const sv: Service = F.family === 4 ? s : { ...s, clusterIPs: [F.clusterIP], ipFamilies: [6] };
+    const sel = select(sv, [{ ip: L, node: 'n1', ...l }, { ip: R, node: 'n2', ...r }, ...more], node, F);
+    assert.deepEqual(addrs(sel.cluster), cluster.map(F.a));
+    assert.deepEqual(addrs(sel.local), local.map(F.a));
     assert.equal(sel.topology, mode);
     for (const e of sel.endpoints) assert.ok(e.reason.length > 0);
   });
@@ -193,7 +218,7 @@ test('an endpoint in two slices counts once; the local copy wins', () => {
   const b = parseEndpointSlice(slice('b', 'web', [{ ip: L, node: 'n1' }]));
   assert.ok(a.ok && b.ok);
   if (!a.ok || !b.ok) return;
-  const sel = selectEndpoints(s, s.ports[0] as Service['ports'][number], [a.value, b.value], NODE);
+  const sel = selectEndpoints(s, s.ports[0] as Service['ports'][number], [a.value, b.value], NODE, 4);
   assert.deepEqual(sel.cluster, [{ addr: L, port: 8080, local: true }]);
 });
 
@@ -209,4 +234,20 @@ test('verdicts say why an endpoint is in or out', () => {
   assert.deepEqual(why[R], [true, false, 'ready, hinted for zone zone-a']);
   assert.deepEqual(why['192.0.2.3'], [false, false, 'ready, outside zone zone-a (hints zone-b)']);
   assert.deepEqual(why['192.0.2.4'], [false, false, 'not ready']);
+});
+
+test('dual-stack: each family selects from its own slices only, and falls back on its own', () => {
+  const s = svc({ ipFamilyPolicy: 'RequireDualStack', ipFamilies: ['IPv4', 'IPv6'], clusterIPs: ['198.18.0.10', '2001:db8:f::10'] });
+  const v4 = slices([{ ip: L, node: 'n1' }, { ip: R, node: 'n2' }]);
+  // the IPv6 side has only a serving-and-terminating endpoint
+  const v6 = slices([{ ip: R, node: 'n2', ...ST }], FAMILIES[1]);
+  const both = [...v4, ...v6];
+  const sp = s.ports[0] as Service['ports'][number];
+  const s4 = selectEndpoints(s, sp, both, NODE, 4);
+  const s6 = selectEndpoints(s, sp, both, NODE, 6);
+  assert.deepEqual(addrs(s4.cluster), [L, R]);
+  assert.deepEqual(addrs(s4.local), [L]);
+  assert.deepEqual(addrs(s6.cluster), ['2001:db8::2']);
+  assert.deepEqual(addrs(s6.local), []);
+  assert.equal(verdict(s6, true), 'DROP', 'Local policy on IPv6 drops though IPv4 has a local endpoint');
 });

@@ -4,12 +4,19 @@
  * make-before-break writes.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { test } from 'node:test';
-import { prng } from '../../src/bench/model.js';
+import { prng } from '../../bench/index.js';
+import { Controller } from '../../src/controller/controller.js';
+import { planMaglevTable } from '../../src/controller/maglev-plan.js';
 import { Reconciler } from '../../src/controller/reconciler.js';
+import { ObjectStore } from '../../src/controller/store.js';
+import { service, slice } from '../../src/lab/objects.js';
+import { createLogger } from '../../src/log.js';
+import { translateService } from '../../src/model/translate.js';
 import { decodeNatFeVal } from '../../src/datapath/codec.js';
-import { MemoryMap } from '../../src/datapath/kvmap.js';
-import { decodeMaglevTable, MemoryMaglevTables } from '../../src/datapath/maglev-tables.js';
+import { decodeMaglevTable } from '../../src/datapath/maglev-tables.js';
+import { MemoryMap, MemoryMaglevTables } from '../helpers/memmaps.js';
 import {
   backendIdentity,
   buildMaglevTable,
@@ -121,6 +128,8 @@ function svcPort(flags: number, addrs: string[], local = 0): DesiredServicePort 
   const fe = (addr: string, f: number) => ({ addr, port: 80, proto: 6, srcAddr: '0.0.0.0', srcLen: 0, flags: f, blackhole: false });
   return {
     name: 'ns/web:http/TCP',
+    service: 'ns/web',
+    proto: 'TCP',
     frontends: [fe('198.18.0.10', 0), fe('198.18.1.10', flags)],
     backends: addrs.map((addr, i) => ({ addr, port: 8080, local: i < local })),
     localBackends: addrs.slice(0, local).map((addr) => ({ addr, port: 8080, local: true })),
@@ -132,6 +141,8 @@ function memMaps(m: number, tables = 16) {
   return {
     fe: new MemoryMap('kpr_v4_nat_fe', 16, 20, 1024),
     be: new MemoryMap('kpr_v4_nat_be', 8, 8, 1024),
+    fe6: new MemoryMap('kpr_v6_nat_fe', 40, 20, 1024),
+    be6: new MemoryMap('kpr_v6_nat_be', 8, 20, 1024),
     meta: new MemoryMap('kpr_svc_meta', 4, 192, 1024),
     maglev: new MemoryMaglevTables(m, tables),
   };
@@ -212,4 +223,64 @@ test('reconciler: a full table map is reported, and the port is not flagged', ()
   assert.equal(res.failed[0]?.full, true);
   const flagged = maps.fe.dump().filter(([, v]) => decodeNatFeVal(v).flags & NAT_FLG_MAGLEV);
   assert.equal(flagged.length, 1, 'only the port whose table was written points at one');
+});
+
+test('tables are the ones the builder made before it worked in place (digest and bytes pinned)', () => {
+  const be = (n: number) => Array.from({ length: n }, (_, i) => ({ addr: `10.${i % 3}.${(i * 7) % 256}.${((i * 13) % 250) + 1}`, port: 8000 + (i % 5), flags: 0 }));
+  const fe = (flags: number) => [{ addr: '192.0.2.1', port: 30080, proto: 6, srcAddr: '0.0.0.0', srcLen: 0, flags, blackhole: false }];
+  // Taken from the builder as it was before (commit e85ddbc); eTP=Local adds NAT_BE_LOCAL_BASE to every ordinal.
+  const pinned = [
+    { n: 10, m: 16381, local: false, digest: 2986102301, sha: 'c7446252ca3c687737e302fcc9bba188f6cc2dd1ec19aba6468a4575db0ff095' },
+    { n: 7, m: 251, local: true, digest: 2638618745, sha: '58f4563fc0ba4bed91b007425ee56e2bf07013370c04177244121d511e0e0ff9' },
+    { n: 100, m: 4093, local: false, digest: 3986668248, sha: 'ee6efa65c38710bd2d7ba765738a8e3de050c1b5dcf40b7f846b6c38b518f4e6' },
+  ];
+  for (const p of pinned) {
+    const flags = NAT_FLG_EXTERNAL | NAT_FLG_MAGLEV | (p.local ? NAT_FLG_EXTERNAL_LOCAL : 0);
+    const plan = planMaglevTable(fe(flags), p.local ? [] : be(p.n), p.local ? be(p.n) : [], p.m);
+    assert.ok(plan);
+    assert.equal(plan.digest, p.digest);
+    assert.equal(createHash('sha256').update(plan.build()).digest('hex'), p.sha, `${p.n} backends, M=${p.m}`);
+  }
+});
+
+test('controller: a first sync of many Maglev Services lets the event loop turn, and writes what a synchronous apply writes', async () => {
+  const m = 16381;
+  const count = 400;
+  const store = new ObjectStore();
+  for (let i = 0; i < count; i++) {
+    const name = `mg-${i}`;
+    const host = `${Math.floor(i / 250)}.${(i % 250) + 1}`;
+    // An external IP is a Maglev frontend; two frontends and two endpoints each fit memMaps' 1024 entries.
+    store.upsert('Service', service(name, { clusterIP: `198.18.${host}`, extra: { externalIPs: [`198.19.${host}`] } }));
+    store.upsert('EndpointSlice', slice(`${name}-1`, name, [0, 1].map((j) => ({ ip: `192.0.2.${((i * 2 + j) % 250) + 1}` }))));
+  }
+  store.markSynced('Service');
+  store.markSynced('EndpointSlice');
+  const translate = { lbAlgorithm: 'maglev' as const };
+  const maps = memMaps(m, count + 8);
+  const controller = new Controller({ store, reconciler: new Reconciler(maps), log: createLogger('fatal'), translate, resyncIntervalMs: 0 });
+  let turns = 0;
+  const ticker = setInterval(() => turns++, 1);
+  try {
+    controller.start();
+    await controller.whenIdle();
+  } finally {
+    clearInterval(ticker);
+    controller.stop();
+  }
+  assert.equal(maps.maglev.size, count, 'every Service has its table');
+  // 400 tables of 16381 slots take many 20 ms slices to build, even on a fast machine (~0.3 ms each).
+  assert.ok(turns >= 3, `the event loop turned while the tables were built (${turns} timer ticks ran)`);
+
+  // The same Services through one synchronous syncAll, into fresh maps.
+  const want = memMaps(m, count + 8);
+  const desired = new Map<string, DesiredServicePort>();
+  for (const key of store.serviceKeys()) {
+    for (const p of translateService(store.service(key) as NonNullable<ReturnType<ObjectStore['service']>>, store.slicesFor(key), translate).ports) desired.set(p.name, p);
+  }
+  assert.deepEqual(new Reconciler(want).syncAll(desired).failed, []);
+  for (const k of ['fe', 'be', 'meta', 'maglev'] as const) {
+    const dump = (mm: typeof maps) => mm[k].dump().map(([a, b]) => `${a.toString('hex')}=${b.toString('hex')}`).sort();
+    assert.deepEqual(dump(maps), dump(want), k);
+  }
 });

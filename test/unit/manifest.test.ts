@@ -13,7 +13,7 @@ import { Metrics } from '../../src/metrics.js';
 import { memoryNatMaps } from '../helpers/memmaps.js';
 import { createLogger } from '../../src/log.js';
 import { ManifestSource } from '../../src/sources/manifest.js';
-import { service, slice } from '../helpers/objects.js';
+import { service, slice } from '../../src/lab/objects.js';
 
 const yaml = (...objs: unknown[]) => objs.map((o) => stringify(o)).join('---\n');
 
@@ -164,13 +164,13 @@ test('a broken document does not freeze the rest of its file; garbage and duplic
 
     // binary garbage is a parse error, counted, and touches nothing
     await writeFile(join(dir, 'junk.yaml'), Buffer.from([0x00, 0xff, 0x13, 0x37, 0x0a, 0x00]));
-    await until(() => k.lines.some((l) => /junk\.yaml/.test(String(l.msg))), 'garbage logged');
+    await until(() => k!.lines.some((l) => /junk\.yaml/.test(String(l.msg))), 'garbage logged');
     assert.equal(await k.skipped('parse-error'), 2);
     assert.deepEqual(vips(maps), ['198.18.0.11', '198.18.0.2']);
 
     // the same Service in two files: logged with both names, counted once
     await writeFile(join(dir, 'b.yaml'), yaml(service('a', { clusterIP: '198.18.0.11' })));
-    await until(() => k.lines.some((l) => /default\/a is defined in a\.yaml and b\.yaml/.test(String(l.msg))), 'duplicate logged');
+    await until(() => k!.lines.some((l) => /default\/a is defined in a\.yaml and b\.yaml/.test(String(l.msg))), 'duplicate logged');
     assert.equal(await k.skipped('duplicate'), 1);
   } finally {
     await k?.stop();

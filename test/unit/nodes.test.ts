@@ -19,7 +19,7 @@ import { Metrics } from '../../src/metrics.js';
 import { parseNode } from '../../src/model/objects.js';
 import { natRows } from '../../src/inspect/nat.js';
 import { memoryNatMaps } from '../helpers/memmaps.js';
-import { node, service, slice } from '../helpers/objects.js';
+import { node, service, slice } from '../../src/lab/objects.js';
 
 test('parseNode keeps name, zone, addresses, deletion and taints; rejects a node without a name', () => {
   const raw = node('n1', { zone: 'zone-a', ip: '198.51.100.11' }) as Record<string, any>;

@@ -9,13 +9,14 @@ import {
   decodeSvcMeta,
 } from '../../src/datapath/codec.js';
 import type { KVMap } from '../../src/datapath/kvmap.js';
-import { NAT_BE_LOCAL_BASE, type Backend, type DesiredServicePort } from '../../src/model/types.js';
+import { NAT_BE_LOCAL_BASE, parseServicePortName, type Backend, type DesiredServicePort, type Protocol } from '../../src/model/types.js';
 import { memoryNatMaps } from '../helpers/memmaps.js';
 
 function port(name: string, vip: string, backends: string[], local = 0, localSet?: string[]): DesiredServicePort {
   const bes = backends.map((a, i) => ({ addr: a, port: 8080, local: i < local }));
   return {
     name,
+    ...(parseServicePortName(name) as { service: string; proto: Protocol }),
     frontends: [{ addr: vip, port: 80, proto: 6, srcAddr: '0.0.0.0', srcLen: 0, flags: 0, blackhole: false }],
     backends: bes,
     localBackends: localSet ? localSet.map((a) => ({ addr: a, port: 8080, local: true })) : bes.filter((b) => b.local),
@@ -66,12 +67,12 @@ function tracing(m: NatMaps, log: string[]): NatMaps {
       keys.forEach((k) => this.delete(k));
     },
   });
-  return { fe: wrap(m.fe, 'fe'), be: wrap(m.be, 'be'), meta: wrap(m.meta, 'meta') };
+  return { fe: wrap(m.fe, 'fe'), be: wrap(m.be, 'be'), fe6: wrap(m.fe6, 'fe6'), be6: wrap(m.be6, 'be6'), meta: wrap(m.meta, 'meta') };
 }
 
 function describe(tag: string, k: Buffer, v?: Buffer): string {
-  if (tag === 'be') return `${decodeNatBeKey(k).ordinal}`;
-  if (tag === 'fe') return v ? `count=${decodeNatFeVal(v).count}` : decodeNatFeKey(k).addr;
+  if (tag === 'be' || tag === 'be6') return `${decodeNatBeKey(k).ordinal}`;
+  if (tag === 'fe' || tag === 'fe6') return v ? `count=${decodeNatFeVal(v).count}` : decodeNatFeKey(k).addr;
   return '';
 }
 
@@ -387,4 +388,134 @@ test('a frontend another Service takes over in the same round is deleted before 
   );
   assert.deepEqual(log.filter((l) => l.startsWith('fe')), ['fe-198.18.0.10', 'fe+count=2']);
   assert.equal(view(m)[0]?.name, 'b');
+});
+
+test('dual-stack: one id and name for both families; each family in its own maps with its own ordinals and counts', () => {
+  const m = memoryNatMaps();
+  const r = new Reconciler(m);
+  r.adopt();
+  const want: DesiredServicePort = {
+    name: 'default/d:http/TCP',
+    service: 'default/d',
+    proto: 'TCP',
+    frontends: [
+      { addr: '198.18.0.10', port: 80, proto: 6, srcAddr: '0.0.0.0', srcLen: 0, flags: 0, blackhole: false },
+      { addr: '2001:db8:f::10', port: 80, proto: 6, srcAddr: '::', srcLen: 0, flags: 0, blackhole: false },
+    ],
+    backends: [
+      { addr: '192.0.2.1', port: 8080, local: true },
+      { addr: '2001:db8::1', port: 8080, local: true },
+      { addr: '2001:db8::2', port: 8080, local: false },
+    ],
+    localBackends: [{ addr: '2001:db8::1', port: 8080, local: true }],
+    affinityTimeout: 0,
+  };
+  const res = r.syncAll(new Map([[want.name, want]]));
+  assert.deepEqual(res.failed, []);
+  assert.equal(m.meta.size, 1, 'one name for both families');
+  const [[, fe4]] = m.fe.dump() as [[Buffer, Buffer]];
+  const [[k6, fe6]] = m.fe6.dump() as [[Buffer, Buffer]];
+  assert.equal(decodeNatFeKey(k6).addr, '2001:db8:f::10');
+  const v4 = decodeNatFeVal(fe4);
+  const v6 = decodeNatFeVal(fe6);
+  assert.equal(v4.id, v6.id, 'one service id across families');
+  assert.deepEqual([v4.count, v4.local], [1, 0]);
+  assert.deepEqual([v6.count, v6.local], [2, 1]);
+  const be6 = m.be6.dump().map(([k, v]) => [decodeNatBeKey(k).ordinal, decodeNatBeVal(v).addr]).sort((a, b) => Number(a[0]) - Number(b[0]));
+  assert.deepEqual(be6, [[0, '2001:db8::1'], [1, '2001:db8::2'], [NAT_BE_LOCAL_BASE, '2001:db8::1']]);
+  assert.deepEqual(m.be.dump().map(([k, v]) => [decodeNatBeKey(k).ordinal, decodeNatBeVal(v).addr]), [[0, '192.0.2.1']]);
+
+  // A restart adopts both families and rewrites nothing.
+  const r2 = new Reconciler(m);
+  assert.deepEqual(r2.adopt(), { ports: 1, frontends: 2, backends: 4, orphans: 0 });
+  const again = r2.syncAll(new Map([[want.name, want]]));
+  assert.deepEqual([again.writes, again.deletes], [0, 0]);
+
+  // Removing an IPv6 backend trims only the IPv6 set, and reports it.
+  const less = { ...want, backends: want.backends.filter((b) => b.addr !== '2001:db8::2') };
+  const res2 = r2.apply(new Map([[want.name, less]]));
+  assert.deepEqual(res2.removedBackends.map((b) => b.addr), ['2001:db8::2']);
+  assert.equal(decodeNatFeVal((m.fe6.dump()[0] as [Buffer, Buffer])[1]).count, 1);
+  assert.equal(decodeNatFeVal((m.fe.dump()[0] as [Buffer, Buffer])[1]).count, 1);
+
+  // Deleting the Service port empties both families.
+  r2.apply(new Map([[want.name, null]]));
+  assert.deepEqual([m.fe.size, m.fe6.size, m.be.size, m.be6.size, m.meta.size], [0, 0, 0, 0, 0]);
+});
+
+test('a full sync read port by port (a generator) writes what the same round as a map writes, a takeover by an earlier port included', () => {
+  // b wants the VIP a holds, and comes before a gives it up: b may only be
+  // planned once the whole round is known, and every op keeps its order.
+  const round = (): Array<[string, DesiredServicePort]> => [
+    ['c', port('c', '198.18.0.30', ['192.0.2.5'])],
+    ['b', port('b', '198.18.0.10', ['192.0.2.2', '192.0.2.3'])],
+    ['a', port('a', '198.18.0.20', ['192.0.2.1'])],
+    ['d', port('d', '198.18.0.40', ['192.0.2.6'])],
+  ];
+  const run = (feed: (r: Reconciler) => ReturnType<Reconciler['planAll']>) => {
+    const m = memoryNatMaps();
+    const log: string[] = [];
+    const r = new Reconciler(tracing(m, log));
+    r.adopt();
+    r.apply(new Map([['a', port('a', '198.18.0.10', ['192.0.2.1'])], ['old', port('old', '198.18.0.50', ['192.0.2.9'])]]));
+    log.length = 0;
+    const res = feed(r).execute();
+    return { res, log, view: view(m) };
+  };
+  const fromMap = run((r) => r.planAll(new Map(round())));
+  const byPort = run((r) =>
+    r.planAll(
+      (function* () {
+        yield* round();
+      })(),
+    ),
+  );
+  assert.deepEqual(byPort.res.conflicts, []);
+  assert.deepEqual(byPort.log, fromMap.log);
+  assert.deepEqual(byPort.view, fromMap.view);
+  assert.deepEqual(
+    byPort.view.map((x) => [x.vip, x.name]).sort(),
+    [['198.18.0.10', 'b'], ['198.18.0.20', 'a'], ['198.18.0.30', 'c'], ['198.18.0.40', 'd']],
+  );
+  // the frontend b takes over is deleted before b writes it, as in any takeover
+  assert.ok(byPort.log.indexOf('fe-198.18.0.10') < byPort.log.findIndex((l) => l.startsWith('fe+')));
+});
+
+test('adopting from maps read as one packed batch (dumpPacked) takes over the same state as reading them entry by entry', () => {
+  const m = memoryNatMaps();
+  const r = new Reconciler(m);
+  r.adopt();
+  const round = new Map<string, DesiredServicePort | null>([
+    ['a/one:/TCP', port('a/one:/TCP', '198.18.0.1', ['192.0.2.1', '192.0.2.2'], 1)],
+    ['a/two:/TCP', port('a/two:/TCP', '198.18.0.2', ['192.0.2.3'], 0, ['192.0.2.4'])],
+  ]);
+  r.apply(round);
+  // The same maps, one of them read only through dumpPacked.
+  const packed = (map: KVMap): KVMap => ({
+    name: map.name,
+    keySize: map.keySize,
+    valueSize: map.valueSize,
+    maxEntries: map.maxEntries,
+    lookup: (k) => map.lookup(k),
+    update: (k, v) => map.update(k, v),
+    delete: (k) => map.delete(k),
+    dump: () => {
+      throw new Error('dump() must not be used when dumpPacked() exists');
+    },
+    dumpPacked: () => {
+      const all = map.dump();
+      return { keys: Buffer.concat(all.map(([k]) => k)), values: Buffer.concat(all.map(([, v]) => v)), count: all.length };
+    },
+    updateBatch: (k, v) => map.updateBatch(k, v),
+    deleteBatch: (k) => map.deleteBatch(k),
+  });
+  const byEntry = new Reconciler(m);
+  const byBatch = new Reconciler({ fe: packed(m.fe), be: packed(m.be), fe6: packed(m.fe6), be6: packed(m.be6), meta: packed(m.meta) });
+  assert.deepEqual(byBatch.adopt(), byEntry.adopt());
+  assert.deepEqual(byBatch.counts(), byEntry.counts());
+  for (const name of ['a/one:/TCP', 'a/two:/TCP']) assert.equal(byBatch.idOf(name), byEntry.idOf(name));
+  // Nothing to write: the adopted mirror matches what is wanted.
+  const res = byBatch.syncAll(new Map([...round].map(([n, p]) => [n, p as DesiredServicePort])));
+  assert.equal(res.writes, 0);
+  assert.equal(res.deletes, 0);
 });

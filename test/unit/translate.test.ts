@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseEndpointSlice, parseService } from '../../src/model/objects.js';
 import { translateService } from '../../src/model/translate.js';
-import { NAT_FLG_EXTERNAL, NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_INTERNAL_LOCAL, type EndpointSlice, type Service } from '../../src/model/types.js';
-import { service, slice } from '../helpers/objects.js';
+import { NAT_FLG_EXTERNAL, NAT_FLG_EXTERNAL_LOCAL, NAT_FLG_INTERNAL_LOCAL, NAT_FLG_MAGLEV, type EndpointSlice, type Service } from '../../src/model/types.js';
+import { service, slice } from '../../src/lab/objects.js';
 
 function svc(raw: unknown): Service {
   const r = parseService(raw);
@@ -94,15 +94,173 @@ test('headless, ExternalName and service-proxy-name Services are skipped', () =>
   for (const s of [headless, ext, other]) assert.deepEqual(translateService(s, []).ports, []);
 });
 
-test('IPv6 cluster IPs and IPv6 slices are ignored; dual-stack keeps the IPv4 side', () => {
-  const v6 = svc(service('v6', { clusterIP: '2001:db8::1' }));
-  assert.equal(translateService(v6, []).skipped[0]?.reason, 'no-ipv4');
-  const dual = svc({ ...service('d'), spec: { ...(service('d').spec as object), clusterIPs: ['198.18.0.10', '2001:db8::1'] } });
-  const s6 = sl(slice('d-6', 'd', [{ ip: '2001:db8::5' }], undefined, { addressType: 'IPv6' }));
+/*
+ * Both families. The IPv6 runs use 2001:db8::/48 for nodes and pods and
+ * 2001:db8:f::/64 for VIPs, the IPv4 runs the usual test ranges.
+ */
+interface Fam {
+  f: 4 | 6;
+  vip: string;
+  ext: string;
+  lb: string;
+  pod: (n: number) => string;
+  node: (n: number) => string;
+  any: string;
+  open: string;
+  host: number;
+  addressType: string;
+  range: [string, number];
+}
+const FAMS: Fam[] = [
+  { f: 4, vip: '198.18.0.10', ext: '198.18.5.5', lb: '198.18.9.9', pod: (n) => `192.0.2.${n}`, node: (n) => `198.51.100.${n}`, any: '255.255.255.255', open: '0.0.0.0', host: 32, addressType: 'IPv4', range: ['203.0.113.0', 24] },
+  { f: 6, vip: '2001:db8:f::10', ext: '2001:db8:f::55', lb: '2001:db8:f::99', pod: (n) => `2001:db8::${n}`, node: (n) => `2001:db8:0:1::${n}`, any: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', open: '::', host: 128, addressType: 'IPv6', range: ['2001:db8:0:2::', 64] },
+];
+
+function famService(F: Fam, name: string, o: { type?: string; ports?: Array<{ name: string; port: number; nodePort?: number }>; extra?: Record<string, unknown> } = {}): Service {
+  return svc(
+    service(name, {
+      clusterIP: F.vip,
+      ...(o.type ? { type: o.type } : {}),
+      ...(o.ports ? { ports: o.ports } : {}),
+      extra: { ipFamilies: [F.addressType], ...(o.extra ?? {}) },
+    }),
+  );
+}
+
+for (const F of FAMS) {
+  test(`IPv${F.f}: ClusterIP, external IP and traffic policies; backends from slices of its family only`, () => {
+    const s = famService(F, 'web', { extra: { internalTrafficPolicy: 'Local', externalTrafficPolicy: 'Local', externalIPs: [F.ext] } });
+    const own = sl(slice('web-a', 'web', [{ ip: F.pod(1), node: 'n2' }, { ip: F.pod(9), node: 'n1' }], undefined, { addressType: F.addressType }));
+    const other = F.f === 4 ? sl(slice('web-6', 'web', [{ ip: '2001:db8::7' }], undefined, { addressType: 'IPv6' })) : sl(slice('web-4', 'web', [{ ip: '192.0.2.7' }]));
+    const t = translateService(s, [own, other], { nodeName: 'n1' });
+    assert.deepEqual(t.skipped, []);
+    assert.deepEqual(t.ports[0]?.backends, [
+      { addr: F.pod(1), port: 8080, local: false },
+      { addr: F.pod(9), port: 8080, local: true },
+    ]);
+    assert.deepEqual(t.ports[0]?.localBackends, [{ addr: F.pod(9), port: 8080, local: true }]);
+    assert.deepEqual(t.ports[0]?.frontends, [
+      { addr: F.vip, port: 80, proto: 6, flags: NAT_FLG_INTERNAL_LOCAL, srcAddr: F.open, srcLen: 0, blackhole: false },
+      { addr: F.ext, port: 80, proto: 6, flags: NAT_FLG_EXTERNAL | NAT_FLG_EXTERNAL_LOCAL, srcAddr: F.open, srcLen: 0, blackhole: false },
+    ]);
+  });
+
+  test(`IPv${F.f}: NodePort on the node's addresses of its family, plus that family's wildcard`, () => {
+    const s = famService(F, 'np', { type: 'NodePort', ports: [{ name: 'http', port: 80, nodePort: 30080 }] });
+    // the node has addresses of both families; only its own family's serve
+    const t = translateService(s, [], { nodeIPs: ['198.51.100.1', '2001:db8:0:1::1', '203.0.113.1', '2001:db8:0:1::2'] });
+    const own = ['198.51.100.1', '2001:db8:0:1::1', '203.0.113.1', '2001:db8:0:1::2'].filter((a) => a.includes(':') === (F.f === 6));
+    assert.deepEqual(t.ports[0]?.frontends.filter((f) => f.port === 30080).map((f) => f.addr), [...own, F.any]);
+  });
+
+  test(`IPv${F.f}: loadBalancerSourceRanges of its own family become source prefixes plus a blackhole; allowFromNode by that family's primary address`, () => {
+    const raw = service('lb', {
+      type: 'LoadBalancer',
+      clusterIP: F.vip,
+      extra: { loadBalancerSourceRanges: ['203.0.113.0/24', '2001:db8:0:2::/64'] },
+    });
+    (raw as { status?: unknown }).status = { loadBalancer: { ingress: [{ ip: F.lb }] } };
+    const rows = (nodeIPs: string[]) =>
+      translateService(svc(raw), [], { nodeIPs })
+        .ports[0]?.frontends.filter((f) => f.addr === F.lb)
+        .map((f) => [f.srcAddr, f.srcLen, f.blackhole]);
+    // The node's primary address of this family is outside every range: the
+    // node gets no way in (its packets are judged by their source).
+    assert.deepEqual(rows(['192.0.2.1', '2001:db8::1']), [
+      [...F.range, false],
+      [F.open, 0, true],
+    ]);
+    // Inside a range of this family: the LB IP looped back as the source is
+    // allowed too. Only the first address of the family counts, and the
+    // other family's primary address does not.
+    const inside = F.f === 4 ? ['2001:db8:0:2::5', '192.0.2.1', '203.0.113.5'] : ['203.0.113.5', '2001:db8::1', '2001:db8:0:2::5'];
+    assert.deepEqual(rows(F.f === 4 ? ['203.0.113.5', '2001:db8::1'] : ['192.0.2.1', '2001:db8:0:2::5']), [
+      [...F.range, false],
+      [F.lb, F.host, false],
+      [F.open, 0, true],
+    ]);
+    assert.deepEqual(rows(inside), [
+      [...F.range, false],
+      [F.open, 0, true],
+    ]);
+  });
+}
+
+test('IPv6 LB IP when every source range is IPv4: unrestricted, as kube-proxy filters ranges by family', () => {
+  const raw = service('lb', { type: 'LoadBalancer', clusterIP: '2001:db8:f::10', extra: { loadBalancerSourceRanges: ['203.0.113.0/24'] } });
+  (raw as { status?: unknown }).status = { loadBalancer: { ingress: [{ ip: '2001:db8:f::99' }] } };
+  const lb = translateService(svc(raw), []).ports[0]?.frontends.filter((f) => f.addr === '2001:db8:f::99');
+  assert.deepEqual(lb?.map((f) => [f.srcAddr, f.srcLen, f.blackhole]), [['::', 0, false]]);
+});
+
+test('dual-stack: one Service port (one name, so one id) with frontends and backends of both families, never crossed', () => {
+  const raw = service('d', {
+    type: 'LoadBalancer',
+    ports: [{ name: 'http', port: 80, nodePort: 30080 }],
+    extra: {
+      ipFamilyPolicy: 'RequireDualStack',
+      ipFamilies: ['IPv6', 'IPv4'],
+      clusterIPs: ['2001:db8:f::10', '198.18.0.10'],
+      clusterIP: '2001:db8:f::10',
+      externalIPs: ['198.18.5.5', '2001:db8:f::55'],
+    },
+  });
+  (raw as { status?: unknown }).status = { loadBalancer: { ingress: [{ ip: '198.18.9.9' }, { ip: '2001:db8:f::99' }] } };
+  const s = svc(raw);
+  assert.deepEqual(s.ipFamilies, [6, 4]);
+  assert.equal(s.ipFamilyPolicy, 'RequireDualStack');
   const s4 = sl(slice('d-4', 'd', [{ ip: '192.0.2.5' }]));
-  const t = translateService(dual, [s6, s4]);
-  assert.deepEqual(t.ports[0]?.frontends.map((f) => f.addr), ['198.18.0.10']);
-  assert.deepEqual(t.ports[0]?.backends.map((b) => b.addr), ['192.0.2.5']);
+  const s6 = sl(slice('d-6', 'd', [{ ip: '2001:db8::5' }, { ip: '2001:db8::6', ready: false }], undefined, { addressType: 'IPv6' }));
+  const t = translateService(s, [s4, s6], { nodeIPs: ['198.51.100.1', '2001:db8:0:1::1'] });
+  assert.deepEqual(t.skipped, []);
+  assert.deepEqual(t.ports.map((p) => p.name), ['default/d:http/TCP']);
+  const p = t.ports[0];
+  assert.deepEqual(p?.frontends.map((f) => `${f.addr}:${f.port}`), [
+    '2001:db8:f::10:80',
+    '2001:db8:0:1::1:30080',
+    'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff:30080',
+    '2001:db8:f::55:80',
+    '2001:db8:f::99:80',
+    '198.18.0.10:80',
+    '198.51.100.1:30080',
+    '255.255.255.255:30080',
+    '198.18.5.5:80',
+    '198.18.9.9:80',
+  ]);
+  assert.deepEqual(p?.backends.map((b) => b.addr), ['2001:db8::5', '192.0.2.5']);
+});
+
+test('a family without a cluster IP is not programmed: its external and LB IPs are noted and left alone', () => {
+  const s = svc(service('v4only', { extra: { externalIPs: ['198.18.5.5', '2001:db8:f::55'] } }));
+  const t = translateService(s, [sl(slice('v-6', 'v4only', [{ ip: '2001:db8::5' }], undefined, { addressType: 'IPv6' }))]);
+  assert.deepEqual(t.ports[0]?.frontends.map((f) => f.addr), ['198.18.0.10', '198.18.5.5']);
+  assert.deepEqual(t.ports[0]?.backends, []);
+  assert.deepEqual(t.skipped.map((x) => x.reason), ['family-mismatch']);
+  assert.match(t.skipped[0]?.message ?? '', /2001:db8:f::55/);
+});
+
+test('RequireDualStack with one cluster IP programs that family and notes the missing one', () => {
+  const s = svc(service('r', { clusterIP: '2001:db8:f::10', extra: { ipFamilyPolicy: 'RequireDualStack' } }));
+  const t = translateService(s, []);
+  assert.deepEqual(t.ports[0]?.frontends.map((f) => f.addr), ['2001:db8:f::10']);
+  assert.deepEqual(t.skipped.map((x) => x.reason), ['missing-family']);
+});
+
+test('ipFamilies and ipFamilyPolicy must agree with the cluster IPs', () => {
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ ipFamilyPolicy: 'SingleStack', clusterIPs: ['198.18.0.10', '2001:db8:f::10'] }, /SingleStack allows one family/],
+    [{ ipFamilyPolicy: 'PreferDualStack', clusterIPs: ['198.18.0.10', '198.18.0.11'] }, /two addresses of one family/],
+    [{ ipFamilyPolicy: 'PreferDualStack', ipFamilies: ['IPv6', 'IPv4'], clusterIPs: ['198.18.0.10', '2001:db8:f::10'] }, /clusterIPs\[0\] is IPv4 but spec.ipFamilies\[0\] is IPv6/],
+    [{ ipFamilies: ['IPv5'] }, /ipFamilies\[0\] must be IPv4 or IPv6/],
+    [{ ipFamilyPolicy: 'DualStack' }, /ipFamilyPolicy must be/],
+  ];
+  for (const [extra, re] of cases) {
+    const r = parseService(service('x', { extra }));
+    assert.equal(r.ok, false, JSON.stringify(extra));
+    if (!r.ok) assert.match(r.message, re);
+  }
+  // no ipFamilies: read from the cluster IPs
+  assert.deepEqual(svc(service('y', { clusterIP: '2001:db8:f::10' })).ipFamilies, [6]);
 });
 
 test('SCTP ports are skipped with a reason, other ports kept', () => {
@@ -188,13 +346,21 @@ test('LoadBalancer ingress with ipMode Proxy is not programmed; VIP mode and uns
 test('loadBalancerSourceRanges become source prefixes plus a blackhole', () => {
   const raw = service('lb', { type: 'LoadBalancer', extra: { loadBalancerSourceRanges: ['203.0.113.0/24', '198.51.100.7/32'] } });
   (raw as { status?: unknown }).status = { loadBalancer: { ingress: [{ ip: '198.18.9.9' }] } };
-  const t = translateService(svc(raw), [], { nodeIPs: ['192.0.2.1'] });
-  const lb = t.ports[0]?.frontends.filter((f) => f.addr === '198.18.9.9');
-  // the node itself (its addresses, and the LB IP looped back) is always allowed, as in kube-proxy
-  assert.deepEqual(lb?.map((f) => [f.srcAddr, f.srcLen, f.blackhole]), [
+  const rows = (nodeIPs: string[]) =>
+    translateService(svc(raw), [], { nodeIPs })
+      .ports[0]?.frontends.filter((f) => f.addr === '198.18.9.9')
+      .map((f) => [f.srcAddr, f.srcLen, f.blackhole]);
+  // The node's primary address is outside every range: the node gets no
+  // way in, as in kube-proxy (its packets are judged by their source).
+  assert.deepEqual(rows(['192.0.2.1', '203.0.113.5']), [
     ['203.0.113.0', 24, false],
     ['198.51.100.7', 32, false],
-    ['192.0.2.1', 32, false],
+    ['0.0.0.0', 0, true],
+  ]);
+  // Inside a range (kube-proxy's allowFromNode): the LB IP looped back as the source is allowed too.
+  assert.deepEqual(rows(['203.0.113.5', '192.0.2.1']), [
+    ['203.0.113.0', 24, false],
+    ['198.51.100.7', 32, false],
     ['198.18.9.9', 32, false],
     ['0.0.0.0', 0, true],
   ]);
@@ -239,4 +405,71 @@ test('the trigger-time annotation is parsed for programming latency', () => {
   const r = parseEndpointSlice(slice('s', 'web', [], undefined, { annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': '2026-01-02T03:04:05Z' } }));
   assert.ok(r.ok);
   if (r.ok) assert.equal(r.value.triggerTime, Date.parse('2026-01-02T03:04:05Z'));
+});
+
+test('--nodeport-addresses on a dual-stack node: "primary" is the first address of each family; CIDRs of either family', () => {
+  const s = svc(service('np', { type: 'NodePort', ports: [{ name: 'a', port: 80, nodePort: 30080 }], clusterIP: '2001:db8:f::10' }));
+  const ips = ['198.51.100.1', '2001:db8:0:1::1', '2001:db8:0:1::2'];
+  const np = (filter: string[]) =>
+    translateService(s, [], { nodeIPs: ips, nodePortAddresses: filter }).ports[0]?.frontends.filter((f) => f.port === 30080).map((f) => f.addr);
+  assert.deepEqual(np(['primary']), ['2001:db8:0:1::1']);
+  assert.deepEqual(np(['2001:db8:0:1::2/128']), ['2001:db8:0:1::2']);
+  // node addresses in another spelling still produce the canonical key
+  const t = translateService(s, [], { nodeIPs: ['2001:DB8:0:1:0:0:0:1'] });
+  assert.deepEqual(t.ports[0]?.frontends.filter((f) => f.port === 30080).map((f) => f.addr), ['2001:db8:0:1::1', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff']);
+});
+
+test('Maglev flags IPv4 external frontends only: the tables and the per-packet path that reads them are IPv4', () => {
+  const s = svc(
+    service('m', {
+      type: 'NodePort',
+      ports: [{ name: 'a', port: 80, nodePort: 30080 }],
+      extra: { clusterIPs: ['198.18.0.10', '2001:db8:f::10'], ipFamilyPolicy: 'PreferDualStack', externalIPs: ['198.18.5.5', '2001:db8:f::55'] },
+    }),
+  );
+  const fe = translateService(s, [], { lbAlgorithm: 'maglev' }).ports[0]!.frontends.filter((f) => f.flags & NAT_FLG_EXTERNAL);
+  assert.deepEqual(fe.map((f) => [f.addr, Boolean(f.flags & NAT_FLG_MAGLEV)]), [
+    ['255.255.255.255', true],
+    ['198.18.5.5', true],
+    ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', false],
+    ['2001:db8:f::55', false],
+  ]);
+});
+
+test('an IPv6-only node: IPv6 NodePorts on its addresses; an IPv4 NodePort is not programmed, with a reason; ClusterIPs and external IPs of both families are', () => {
+  const s = svc(
+    service('ds', {
+      type: 'NodePort',
+      ports: [{ name: 'a', port: 80, nodePort: 30080 }],
+      extra: { clusterIPs: ['198.18.0.10', '2001:db8:f::10'], ipFamilyPolicy: 'RequireDualStack', externalIPs: ['198.18.5.5', '2001:db8:f::55'] },
+    }),
+  );
+  const t = translateService(s, [], { nodeIPs: ['2001:db8:0:100::11'] });
+  const fe = t.ports[0]!.frontends.map((f) => `${f.addr} ${f.port}`);
+  assert.deepEqual(fe, [
+    '198.18.0.10 80',
+    '198.18.5.5 80',
+    '2001:db8:f::10 80',
+    '2001:db8:0:100::11 30080',
+    'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 30080',
+    '2001:db8:f::55 80',
+  ]);
+  assert.deepEqual(t.skipped, [
+    {
+      object: 'Service default/ds port a',
+      reason: 'no-node-address',
+      message: 'this node has no IPv4 address: the IPv4 NodePort 30080 is not programmed',
+    },
+  ]);
+  // The mirror image on an IPv4-only node; with no node address known at
+  // all (connect-time only) nothing is noted and the wildcards stay.
+  const v4 = translateService(s, [], { nodeIPs: ['198.51.100.11'] });
+  assert.deepEqual(v4.skipped.map((k) => k.message), ['this node has no IPv6 address: the IPv6 NodePort 30080 is not programmed']);
+  assert.ok(v4.ports[0]!.frontends.some((f) => f.addr === '198.51.100.11' && f.port === 30080));
+  const none = translateService(s, [], {});
+  assert.deepEqual(none.skipped, []);
+  assert.equal(none.ports[0]!.frontends.filter((f) => f.port === 30080).length, 2);
+  // A ClusterIP Service notes nothing.
+  const c = svc(service('c', { clusterIP: '198.18.0.11' }));
+  assert.deepEqual(translateService(c, [], { nodeIPs: ['2001:db8:0:100::11'] }).skipped, []);
 });
