@@ -33,6 +33,7 @@ const EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 interface FileState {
   mtimeMs: number;
   size: number;
+  ino: number;
   /** "Kind ns/name" of every object the file holds (the objects live in the store) */
   keys: Set<string>;
   /**
@@ -262,8 +263,8 @@ export class ManifestSource implements Source {
     if (this.debounce) clearTimeout(this.debounce);
     // A short debounce: an editor's save is several events in a row.
     this.debounce = setTimeout(() => {
-      // Failures are logged by reload's queue.
-      this.reload().catch(() => undefined);
+      // Failures are logged by the queue.
+      this.enqueue(false).catch(() => undefined);
     }, 10);
   }
 
@@ -278,20 +279,33 @@ export class ManifestSource implements Source {
   }
 
   /**
-   * Re-read the files that changed and hand the store only their objects:
-   * one edited Service among 10k costs one file's parse, not all of them.
+   * Read every file now, whatever the watch has or has not reported yet
+   * (its events come some time after the write), and hand the store the
+   * objects of those that changed.
    */
   reload(): Promise<void> {
-    // One read at a time, whoever asks: two interleaved reads would re-cut
-    // a file from each other's half-updated pieces.
-    const run = this.reloading.then(() => this.readChanged());
+    return this.enqueue(true);
+  }
+
+  /**
+   * One read at a time, whoever asks: two interleaved reads would re-cut a
+   * file from each other's half-updated pieces.
+   */
+  private enqueue(all: boolean): Promise<void> {
+    const run = this.reloading.then(() => this.readChanged(all));
     this.reloading = run.catch((err) => this.opts.log.error({ err }, 'manifest reload failed'));
     return run;
   }
 
-  private async readChanged(): Promise<void> {
+  /**
+   * Re-read the files that changed and hand the store only their objects:
+   * one edited Service among 10k costs one file's parse, not all of them.
+   * `all`: every file is read, not only those the watch named, and none is
+   * skipped on its stat (a direct reload is rare: start-up and tests).
+   */
+  private async readChanged(all: boolean): Promise<void> {
     const { log } = this.opts;
-    const hinted = this.hinted;
+    const hinted = all ? 'all' : this.hinted;
     this.hinted = new Set();
     const present = new Set<string>();
     let files: string[];
@@ -322,7 +336,13 @@ export class ManifestSource implements Source {
       } catch {
         continue;
       }
-      if (prev && prev.mtimeMs === st.mtimeMs && prev.size === st.size) continue;
+      // The poll trusts an unchanged stat. A file the watch named, or a
+      // direct reload, is read all the same: two writes of the same size
+      // within one tick of the file system's clock leave the same mtime
+      // (and a rename may reuse the inode number), and the byte comparison
+      // below makes an unchanged file cheap.
+      const statSame = prev && prev.mtimeMs === st.mtimeMs && prev.size === st.size && prev.ino === st.ino;
+      if (statSame && !all && hinted === 'all') continue;
       // Big files only: a directory of 10k one-Service files must not hold two padded buffers per file.
       const big = st.size >= BIG_FILE;
       const backing = !big
@@ -396,7 +416,7 @@ export class ManifestSource implements Source {
         if (this.loggedErrors.delete(file)) log.info({ file }, `${basename(file)} parses cleanly again`);
         for (const id of prev?.keys ?? []) if (!keys.has(id)) gone.add(id);
       }
-      this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, keys, bytes, backing, spare: big ? prev?.backing : undefined, cut, parsed });
+      this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, ino: st.ino, keys, bytes, backing, spare: big ? prev?.backing : undefined, cut, parsed });
     }
     for (const [file, state] of [...this.files]) {
       if (present.has(file)) continue;

@@ -4,7 +4,7 @@
  * that repeats is counted every time but logged once.
  */
 import assert from 'node:assert/strict';
-import { appendFile, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -110,6 +110,39 @@ test('the same parse error read again is counted but logged once; a new error is
     await put(yaml(service('a', { clusterIP: '198.18.0.4' })) + BROKEN);
     await until(() => failures === 6, 'broken again');
     assert.equal(parseErrors(), 3);
+  } finally {
+    await src.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('an in-place rewrite of the same size within one clock tick (same mtime and inode) is still read', { timeout: 20_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'kpr-manifest-watch-'));
+  const file = join(dir, 'svc.yaml');
+  const store = new ObjectStore();
+  const src = new ManifestSource({ path: file, log: capture().log, pollMs: 600_000 });
+  const ip = (key: string) => store.service(key)?.clusterIPs[0];
+  try {
+    // Every write gets the same whole-second mtime: what two saves within one tick of the file
+    // system's coarse clock look like to a stat (whole seconds, so utimes sets it exactly).
+    const tick = Math.floor(Date.now() / 1000);
+    await writeFile(file, yaml(service('a', { clusterIP: '198.18.0.1' })));
+    await utimes(file, tick, tick);
+    await src.start(store);
+    assert.equal(ip('default/a'), '198.18.0.1');
+    const before = await stat(file);
+    // The same length, written into the same inode.
+    await writeFile(file, yaml(service('a', { clusterIP: '198.18.0.2' })));
+    await utimes(file, tick, tick);
+    const after = await stat(file);
+    assert.deepEqual([after.ino, after.size, after.mtimeMs], [before.ino, before.size, before.mtimeMs]);
+    // The watch names the file: its read must not be skipped on the stat.
+    await until(() => ip('default/a') === '198.18.0.2', 'the watch-triggered read applies the rewrite');
+    // A direct reload reads the file whatever the watch has reported yet.
+    await writeFile(file, yaml(service('a', { clusterIP: '198.18.0.3' })));
+    await utimes(file, tick, tick);
+    await src.reload();
+    assert.equal(ip('default/a'), '198.18.0.3');
   } finally {
     await src.stop();
     await rm(dir, { recursive: true, force: true });
