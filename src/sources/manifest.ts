@@ -358,6 +358,13 @@ export class ManifestSource implements Source {
         log.error({ err, file }, `cannot read ${basename(file)}`);
       }
       if (this.isTransient(file, bytes, st, prev)) continue;
+      // Read for nothing (the watch and the poll both saw one write, or a
+      // direct reload): nothing to parse, and a broken document is not
+      // counted twice for one write.
+      if (prev && bytes.equals(prev.bytes)) {
+        Object.assign(prev, { mtimeMs: st.mtimeMs, size: st.size, ino: st.ino });
+        continue;
+      }
       // Only the pieces around the changed bytes are new; the others keep what they held.
       const recut = prev ? recutManifest(prev.bytes, prev.cut, bytes) : null;
       const cut = recut?.cut ?? cutManifest(bytes);
