@@ -24,7 +24,7 @@ import { stat, unlink } from 'node:fs/promises';
 import { ConntrackExpiry } from './datapath/conntrack-thread.js';
 import { TcAttacher } from './datapath/tc-attach.js';
 import { HealthTargets, ServiceHealthServers } from './health/service-health.js';
-import { deleteNeighbour, deviceAddresses, listLinks, routeTo, setManagedNeighbour } from './util/netdev.js';
+import { deleteNeighbour, deviceAddresses, kprNeighbours, listLinks, routeTo, setManagedNeighbour } from './util/netdev.js';
 import { addrFamily, canonicalAddr, type IpCidr } from './util/ip.js';
 import { SockDestroyer } from './datapath/sock-destroy.js';
 import type { LbAlgorithm } from './model/maglev.js';
@@ -205,7 +205,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // IPv6 peers on a device's link get managed neighbour entries: the backend
   // node's proof of the sender (dsr-peers.ts, neighbourPeers).
   const peerNeighbours = new PeerNeighbours(
-    { routeTo, set: setManagedNeighbour, del: deleteNeighbour },
+    { routeTo, set: setManagedNeighbour, del: deleteNeighbour, list: kprNeighbours },
     (addr, err) => log.warn({ addr, err: String(err) }, 'could not keep a neighbour entry for a DSR peer'),
   );
   let neighbourScope: { devices: string[]; own: string[] } | undefined;
@@ -224,8 +224,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   );
   // Every hook this start changes keeps what it ran before, and every node
   // setting what it held, until the start has gone through: a failed start
-  // puts the older programs and settings back.
+  // puts the older programs and settings back, and removes the neighbour
+  // entries it added.
   datapath.startJournal();
+  peerNeighbours.startJournal();
   try {
     // --- upgrade: maps whose layout changed are copied into their new
     // version before any program of this build is swapped in (docs/deploy.md).
@@ -375,6 +377,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     const retired = migration.retire();
     if (retired.length) log.info({ retired }, 'unpinned the previous layouts of migrated maps');
     for (const e of datapath.commitJournal()) log.warn({ err: e.message }, 'cannot let go of what the start replaced');
+    peerNeighbours.commitJournal();
     log.info({ source: source.name, maps: ALL_MAPS }, 'kpr running');
   } catch (err) {
     // Take back what this start did: a first start leaves nothing; a
@@ -392,6 +395,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     // this start's program): each link and tc filter gets back the program
     // it ran before, or goes if this start added it; settings as they were.
     for (const e of datapath.rollbackJournal()) log.error({ err: e.message }, 'rollback: cannot put back what this start changed');
+    // After the syncs already queued; nothing queues more once the source has stopped.
+    await peerNeighbours.rollbackJournal();
     datapath.close();
     if (freshPinPath) {
       await cleanup(opts.pinPath).catch((e: unknown) => log.error({ err: e }, 'rollback: cleanup failed'));
@@ -417,6 +422,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       healthServers?.close();
       await http.stop();
       sockDestroyer?.close();
+      // A neighbour change under way is finished, not cut off by an exit.
+      await peerNeighbours.idle();
       datapath.close();
     },
   };

@@ -85,6 +85,8 @@ export interface NeighbourOps {
   routeTo(addr: string): Promise<{ dev: string; onLink: boolean } | undefined>;
   set(addr: string, dev: string): Promise<void>;
   del(addr: string, dev: string): Promise<void>;
+  /** The entries kpr made (its protocol mark) in place now, whoever made them. */
+  list(): Promise<Array<{ addr: string; dev: string }>>;
 }
 
 /**
@@ -92,10 +94,18 @@ export interface NeighbourOps {
  * kpr's devices, and removes the ones it made when a peer goes. A peer
  * behind a router needs none: the frame then comes from the router, whose
  * entry the kernel keeps for its own traffic. Calls run one at a time.
+ *
+ * While a start runs (startJournal), the entries it adds are journaled, so
+ * a start that fails takes them back (rollbackJournal); entries an earlier
+ * kpr left, which its data path still relies on, stay.
  */
 export class PeerNeighbours {
   private readonly held = new Map<string, string>();
   private chain: Promise<void> = Promise.resolve();
+  /** Entries added since startJournal that were not there before it (address -> device). */
+  private journal: Map<string, string> | undefined;
+  /** kpr's entries ("address device") in place when the journal started. */
+  private before = new Set<string>();
 
   constructor(
     private readonly ops: NeighbourOps,
@@ -105,6 +115,48 @@ export class PeerNeighbours {
   /** Bring the entries in line with these peers, on these devices; resolves when done. */
   sync(peers: readonly string[], devices: readonly string[]): Promise<void> {
     this.chain = this.chain.then(() => this.apply(peers, devices));
+    return this.chain;
+  }
+
+  /** Journal the entries added from now on; the ones in place now are kept by a rollback. */
+  startJournal(): void {
+    this.journal = new Map();
+    this.chain = this.chain.then(async () => {
+      try {
+        this.before = new Set((await this.ops.list()).map((n) => `${n.addr} ${n.dev}`));
+      } catch (err) {
+        // Unknown what was there: take nothing back rather than an entry in use.
+        this.onError('*', err);
+        this.journal = undefined;
+      }
+    });
+  }
+
+  /** The start went through: its entries are kpr's like any other. */
+  commitJournal(): void {
+    this.journal = undefined;
+    this.before.clear();
+  }
+
+  /**
+   * The start failed: once the syncs queued so far are done, remove the
+   * entries it added. Resolves when done; failures go to onError.
+   */
+  rollbackJournal(): Promise<void> {
+    this.chain = this.chain.then(async () => {
+      const added = this.journal ?? new Map<string, string>();
+      this.journal = undefined;
+      this.before.clear();
+      for (const [addr, dev] of added) {
+        this.held.delete(addr);
+        await this.ops.del(addr, dev).catch((err: unknown) => this.onError(addr, err));
+      }
+    });
+    return this.chain;
+  }
+
+  /** Resolves once the syncs queued so far are done. */
+  idle(): Promise<void> {
     return this.chain;
   }
 
@@ -118,6 +170,7 @@ export class PeerNeighbours {
     for (const [addr, dev] of this.held) {
       if (want.has(addr)) continue;
       this.held.delete(addr);
+      this.journal?.delete(addr);
       await this.ops.del(addr, dev).catch((err: unknown) => this.onError(addr, err));
     }
     for (const addr of peers) {
@@ -127,6 +180,7 @@ export class PeerNeighbours {
         if (!r || !r.onLink || !devices.includes(r.dev)) continue;
         await this.ops.set(addr, r.dev);
         this.held.set(addr, r.dev);
+        if (this.journal && !this.before.has(`${addr} ${r.dev}`)) this.journal.set(addr, r.dev);
       } catch (err) {
         this.onError(addr, err);
       }

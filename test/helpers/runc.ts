@@ -1,9 +1,10 @@
 /**
  * A container without a container engine: runc runs one process from an OCI
  * bundle, with the capabilities and the seccomp profile a kubelet would ask
- * for. The root filesystem is the host's own /usr and /etc, read-only, and
- * the network namespace is one a test created, so the container sees only
- * what the test gave it. Used to check kpr's least-privilege deployment
+ * for. The root filesystem is the host's own /usr and /etc, read-only, or
+ * an image's root filesystem (deploy/build-image.sh, then `buildah mount`),
+ * read-only too; the network namespace is one a test created, so the
+ * container sees only what the test gave it. Used to check kpr's least-privilege deployment
  * (deploy/seccomp-kpr.json, deploy/no-sys-admin) for real.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -68,15 +69,18 @@ export class RuncBundle {
   readonly stateRoot: string;
   private seq = 0;
 
-  constructor(readonly dir: string, readonly idPrefix: string) {
+  /** imageRootfs: an image's root filesystem to run in; none: the host's /usr and /etc. */
+  constructor(readonly dir: string, readonly idPrefix: string, readonly imageRootfs?: string) {
     this.bundle = join(dir, 'bundle');
     this.stateRoot = join(dir, 'runc-state');
   }
 
   async create(): Promise<void> {
+    await mkdir(this.bundle, { recursive: true });
+    await mkdir(this.stateRoot, { recursive: true });
+    if (this.imageRootfs) return;
     const rootfs = join(this.bundle, 'rootfs');
     await mkdir(rootfs, { recursive: true });
-    await mkdir(this.stateRoot, { recursive: true });
     // Debian's merged /usr: the top-level directories are links into it.
     for (const l of ['bin', 'sbin', 'lib', 'lib64']) await symlink(`usr/${l}`, join(rootfs, l)).catch(() => undefined);
   }
@@ -94,7 +98,7 @@ export class RuncBundle {
         capabilities: { bounding: spec.caps, effective: spec.caps, permitted: spec.caps },
         noNewPrivileges: true,
       },
-      root: { path: 'rootfs', readonly: true },
+      root: { path: this.imageRootfs ?? 'rootfs', readonly: true },
       hostname: 'kpr',
       mounts: [
         { destination: '/proc', type: 'proc', source: 'proc' },
@@ -102,8 +106,7 @@ export class RuncBundle {
         { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
         { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', 'size=262144k'] },
         { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
-        ro('/usr', '/usr'),
-        ro('/etc', '/etc'),
+        ...(this.imageRootfs ? [] : [ro('/usr', '/usr'), ro('/etc', '/etc')]),
         ...spec.binds.map((b) => ({ destination: b.dest, type: 'bind', source: b.source, options: ['rbind', b.readonly ? 'ro' : 'rw', 'nosuid', 'nodev'] })),
       ],
       linux: {

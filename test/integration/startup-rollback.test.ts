@@ -22,7 +22,8 @@ import { withPinnedMaps } from '../../src/datapath/pinned.js';
 import { DEFAULT_MAP_SIZES, LINKS_DIR, MAP_NAT_BE, PROGS_DIR, TC_HANDLE, TC_PRIORITY } from '../../src/datapath/names.js';
 import { nodeArgv } from '../../src/lab/exec.js';
 import { service, slice } from '../../src/lab/objects.js';
-import { NODE_IP, type Pod } from '../../src/lab/topology.js';
+import { NODE_IP, NODE_IP6, type Pod } from '../../src/lab/topology.js';
+import { KPR_NEIGH_PROTO } from '../../src/util/netdev.js';
 import { failingSource } from '../helpers/failing-source.js';
 import { repoRoot } from '../../src/util/paths.js';
 import { Harness } from '../helpers/harness.js';
@@ -166,4 +167,35 @@ test('start-up: a device without any global address is refused before anything i
   const before = pinnedProgIds(linksDir, 'link');
   assert.match((await startInNode(h, 'start', { devices: ['veth1'] })).error ?? '', /no global IPv4 or IPv6 address on veth1/);
   assert.deepEqual(pinnedProgIds(linksDir, 'link'), before);
+});
+
+/** kpr's managed neighbour entries (address/device) in the node namespace. */
+async function managedNeighbours(h: Harness): Promise<string[]> {
+  const { stdout } = await execFileP('ip', ['-n', h.topo.nodeNs, '-6', '-j', 'neigh', 'show']);
+  const rows = JSON.parse(stdout || '[]') as Array<{ dst: string; dev: string; protocol?: string }>;
+  return rows.filter((r) => r.protocol === String(KPR_NEIGH_PROTO)).map((r) => `${r.dst}/${r.dev}`).sort();
+}
+
+test('start-up: a failed start removes the neighbour entries it made for IPv6 DSR peers, and keeps those an earlier kpr made', async (t) => {
+  if (!requireRoot(t)) return;
+  const h = new Harness(`nbops${process.pid % 100000}`, 2, { dualStack: true });
+  t.after(() => h.teardown());
+  await h.setup();
+  const [p1, p2] = h.topo.pods as [Pod, Pod];
+  // The pods' IPv6 addresses stand in for peer nodes on the links of veth1 and veth2.
+  const peer = (p: Pod) => ({ family: 6 as const, addr: p.ip6!, len: 128 });
+  const node = { connectTimeLb: false, nodeIPs: [NODE_IP, NODE_IP6] };
+
+  // A first start that fails: nothing of it stays.
+  assert.deepEqual(await startInNode(h, 'fail', { ...node, devices: ['veth1'], clusterNodeCidrs: [peer(p1)] }), { error: 'source failed to start' });
+  assert.deepEqual(await managedNeighbours(h), [], 'no entry left by the failed first start');
+
+  // A start that goes through makes one, and leaves it when it stops (its data path stays).
+  assert.deepEqual(await startInNode(h, 'start', { ...node, devices: ['veth1'], clusterNodeCidrs: [peer(p1)] }), { ok: true });
+  assert.deepEqual(await managedNeighbours(h), [`${p1.ip6}/veth1`]);
+
+  // A failed restart with one more peer: its entry goes, the earlier one stays.
+  const r = await startInNode(h, 'fail', { ...node, devices: ['veth1', 'veth2'], clusterNodeCidrs: [peer(p1), peer(p2)] });
+  assert.deepEqual(r, { error: 'source failed to start' });
+  assert.deepEqual(await managedNeighbours(h), [`${p1.ip6}/veth1`], 'the entry the failed restart added is gone');
 });

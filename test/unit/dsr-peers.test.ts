@@ -58,6 +58,7 @@ test('PeerNeighbours: managed entries for on-link peers on kpr devices only; rem
         calls.push(`set ${a} ${d}`);
       },
       del: async (a, d) => void calls.push(`del ${a} ${d}`),
+      list: async () => [],
     },
     (a, e) => errors.push(`${a}: ${String(e)}`),
   );
@@ -69,6 +70,34 @@ test('PeerNeighbours: managed entries for on-link peers on kpr devices only; rem
   await n.sync([], ['eth0']);
   assert.deepEqual(calls, ['set 2001:db8::2 eth0', 'del 2001:db8::2 eth0']);
   assert.deepEqual([...n.entries()], []);
+});
+
+test('PeerNeighbours: a rolled-back start removes the entries it added, not those an earlier kpr left', async () => {
+  const calls: string[] = [];
+  const n = new PeerNeighbours(
+    {
+      routeTo: async () => ({ dev: 'eth0', onLink: true }),
+      set: async (a, d) => void calls.push(`set ${a} ${d}`),
+      del: async (a, d) => void calls.push(`del ${a} ${d}`),
+      list: async () => [{ addr: '2001:db8::2', dev: 'eth0' }],
+    },
+    (a, e) => assert.fail(`${a}: ${String(e)}`),
+  );
+  n.startJournal();
+  // Not awaited: the rollback waits for the syncs queued before it.
+  void n.sync(['2001:db8::2', '2001:db8::3', '2001:db8::4'], ['eth0']);
+  void n.sync(['2001:db8::2', '2001:db8::3'], ['eth0']);
+  await n.rollbackJournal();
+  assert.deepEqual(calls, ['set 2001:db8::2 eth0', 'set 2001:db8::3 eth0', 'set 2001:db8::4 eth0', 'del 2001:db8::4 eth0', 'del 2001:db8::3 eth0']);
+  assert.deepEqual([...n.entries()], [['2001:db8::2', 'eth0']]);
+
+  // A committed start keeps what it added.
+  calls.length = 0;
+  n.startJournal();
+  await n.sync(['2001:db8::2', '2001:db8::5'], ['eth0']);
+  n.commitJournal();
+  await n.rollbackJournal();
+  assert.deepEqual(calls, ['set 2001:db8::5 eth0']);
 });
 
 test('dsr6Allowed: an IPv6 peer other than this node, single or a prefix', () => {
