@@ -16,8 +16,8 @@
  *   word 0        M, the table size (a prime)
  *   words 1..M    backend ordinal of each slot
  *   word M+1      digest of the table (userspace only: adoption at restart)
- * The words are grouped MAGLEV_CHUNK to an array value: an ARRAY rounds each
- * value up to 8 bytes, so one u32 per value would double the memory.
+ * The words are grouped MAGLEV_CHUNK to an array value (struct maglev_chunk,
+ * abi.h).
  *
  * A frontend whose table is missing or unusable falls back to random: the
  * controller installs a table before it sets the flag, and never depends on
@@ -31,11 +31,6 @@
 #include "parse.h"
 
 #define KPR_MAGLEV_TABLES	8192	/* outer entries; --map-size-maglev */
-#define MAGLEV_CHUNK		16	/* table words per inner-map value */
-
-struct maglev_chunk {
-	__u32 w[MAGLEV_CHUNK];
-};
 
 /* BPF_F_INNER_MAP: tables of any M fit, so a restart with another
  * --maglev-table-size replaces tables one by one. */

@@ -11,10 +11,10 @@
  * never a mix.
  */
 import { bpf, BPF_ANY, BPF_F_INNER_MAP, BPF_MAP_TYPE_ARRAY } from './addon.js';
+import { MAGLEV_CHUNK, STRUCTS } from './abi.js';
 import type { KVMap } from './kvmap.js';
 
-const MAGLEV_CHUNK = 16;
-const CHUNK_BYTES = MAGLEV_CHUNK * 4;
+const CHUNK_BYTES = STRUCTS.maglev_chunk.size;
 const INNER_NAME = 'kpr_maglev_tbl';
 
 /** Words of a table of size m: M, M slots, the digest. */
