@@ -57,6 +57,8 @@ struct kpr_abi {
 	enum ct_flag ct_flag;
 	enum ct_tcp_flag ct_tcp_flag;
 	enum kpr_stat kpr_stat;
+	struct maglev_chunk maglev_chunk;
+	enum maglev_const maglev_const;
 };
 
 struct kpr_abi kpr_abi SEC(".kpr_abi");

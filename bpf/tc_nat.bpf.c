@@ -20,7 +20,8 @@
  * (`fam`), and only parsing, the rewrite, the checksums and the map of each
  * family differ (parse6.h, nat_rewrite.h, conntrack.h's accessors), as in
  * Cilium's bpf/lib. DSR carries the Service address in an IPv4 option or
- * an IPv6 destination option (dsr.h). Maglev is IPv4 only.
+ * an IPv6 destination option (dsr.h); Maglev reads one table map per
+ * family (maglev.h).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -583,21 +584,26 @@ static __always_inline __u32 nodeport_mode(const struct nat_fe_val *fe, const st
 }
 
 /*
- * Backend choice in the packet's family: Maglev (IPv4 only; *maglev says
- * it chose) or nat_select_backend's random pick with sessionAffinity by
- * client address.
+ * Backend choice in the packet's family: Maglev (*maglev says it chose) or
+ * nat_select_backend's random pick with sessionAffinity by client address.
  */
 static __always_inline bool nat_choose_backend(const struct nat_fe_val *fe, bool local_only, const struct pkt *p,
 					       __u32 n, struct nat_choice *c, bool *maglev, const __u8 fam)
 {
-	*maglev = false;
+	const void *mb = maglev_select_backend(fe, local_only, p, n, &c->ordinal, fam);
+
+	*maglev = mb != NULL;
 	if (fam == AF_INET6) {
 		struct aff6_key ak = { .svc_id = fe->id, .kind = AFF_CLIENT_ADDR };
 		struct nat_be6_val be;
 
-		ipv6_addr_copy(ak.client, p->saddr6);
-		if (nat6_select_backend(fe, local_only, &ak, &be, &c->ordinal) != NAT_FWD)
-			return false;
+		if (mb) {
+			be = *(const struct nat_be6_val *)mb;
+		} else {
+			ipv6_addr_copy(ak.client, p->saddr6);
+			if (nat6_select_backend(fe, local_only, &ak, &be, &c->ordinal) != NAT_FWD)
+				return false;
+		}
 		ipv6_addr_copy(c->be_addr, be.addr);
 		c->be_port = be.port;
 		c->be_flags = be.flags;
@@ -605,8 +611,9 @@ static __always_inline bool nat_choose_backend(const struct nat_fe_val *fe, bool
 		struct aff_key ak = { .svc_id = fe->id, .kind = AFF_CLIENT_ADDR, .client = p->saddr };
 		struct nat_be_val be;
 
-		*maglev = maglev_select_backend(fe, local_only, p, n, &be, &c->ordinal);
-		if (!*maglev && nat_select_backend(fe, local_only, &ak, &be, &c->ordinal) != NAT_FWD)
+		if (mb)
+			be = *(const struct nat_be_val *)mb;
+		else if (nat_select_backend(fe, local_only, &ak, &be, &c->ordinal) != NAT_FWD)
 			return false;
 		c->be_addr[0] = be.addr;
 		c->be_port = be.port;

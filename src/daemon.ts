@@ -238,13 +238,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     log.info({ pinPath: opts.pinPath, ...adopted }, 'opened pinned maps');
 
     const maps = datapath.maps;
-    for (const m of [maps.fe, maps.be, maps.meta, maps.skNat, maps.maglev]) metrics.mapCapacity.set({ map: m.name }, m.maxEntries);
+    for (const m of [maps.fe, maps.be, maps.meta, maps.skNat, maps.maglev, maps.maglev6]) metrics.mapCapacity.set({ map: m.name }, m.maxEntries);
     const refreshGauges = () => {
       const c = reconciler.counts();
       metrics.mapEntries.set({ map: maps.fe.name }, c.frontends);
       metrics.mapEntries.set({ map: maps.be.name }, c.backends);
       metrics.mapEntries.set({ map: maps.meta.name }, c.ports);
       metrics.mapEntries.set({ map: maps.maglev.name }, c.tables);
+      metrics.mapEntries.set({ map: maps.maglev6.name }, c.tables6);
       for (const [event, v] of Object.entries(datapath.readStats())) metrics.datapathStats.set({ event }, v);
     };
 

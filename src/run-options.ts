@@ -147,11 +147,11 @@ export const RUN_OPTIONS = {
     default: DEFAULT_MAGLEV_TABLE_SIZE,
     describe: 'slots per Maglev table, a prime between 251 and 131071; keep it above 100 x the largest backend count',
   },
-  'map-size-maglev': { type: 'number', default: DEFAULT_MAP_SIZES.maglev, describe: 'max Service ports with a Maglev table (kpr_v4_maglev)' },
+  'map-size-maglev': { type: 'number', default: DEFAULT_MAP_SIZES.maglev, describe: 'max Service ports with a Maglev table, per family (kpr_v4_maglev, kpr_v6_maglev)' },
   'maglev-memory-limit': {
     type: 'number',
     default: 1024,
-    describe: 'MiB of kernel memory the Maglev tables may take at most (map-size-maglev x maglev-table-size x 4 bytes); start-up refuses more',
+    describe: 'MiB of kernel memory the Maglev tables may take at most (2 families x map-size-maglev x maglev-table-size x 4 bytes); start-up refuses more',
   },
   'dsr-optout-cidrs': {
     type: 'string',

@@ -170,6 +170,21 @@ struct svc_meta {
 	char name[SVC_META_NAME_LEN];
 };
 
+/*
+ * One value of a Maglev table's inner ARRAY (maglev.h), in kpr_v4_maglev
+ * and kpr_v6_maglev alike: MAGLEV_CHUNK words of the table (word 0 M,
+ * words 1..M the slots' backend ordinals, word M+1 the digest). An ARRAY
+ * rounds each value up to 8 bytes, so one u32 per value would double the
+ * memory.
+ */
+enum maglev_const {
+	MAGLEV_CHUNK = 16,	/* a power of two: word & (MAGLEV_CHUNK - 1) */
+};
+
+struct maglev_chunk {
+	__u32 w[MAGLEV_CHUNK];
+};
+
 struct ct_key {
 	__u8 proto;
 	__u8 pad[3];

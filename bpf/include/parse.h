@@ -65,7 +65,7 @@ enum pkt_frag {
  * One parsed packet of either family. The addresses are 16 bytes wide: an
  * IPv4 address sits in word 0 with the rest zero, so family-neutral code
  * handles both as `__be32 *` plus `family` (family.h), while IPv4-only code
- * (DSR, Maglev) keeps reading saddr/daddr.
+ * (the IPv4 DSR option, the IPv4 Maglev hash) keeps reading saddr/daddr.
  */
 struct pkt {
 	__u32 l3_off;

@@ -33,7 +33,9 @@
  * Its IPv4 frontends and backends go to kpr_v4_nat_fe/be, its IPv6 ones to
  * kpr_v6_nat_fe/be, each family with its own ordinals, so a frontend's
  * count and local are those of its own family's sets. Every phase runs for
- * both families at the same point in the order.
+ * both families at the same point in the order. A port flagged for Maglev
+ * has a table per family, built over that family's backends, in
+ * kpr_v4_maglev or kpr_v6_maglev under the same id.
  *
  * Longer than 400 lines on purpose: plan() plans every phase above for all
  * ports and execute() then runs them in order (apply() is both). The order
@@ -88,8 +90,10 @@ export interface NatMaps {
   fe6: KVMap;
   be6: KVMap;
   meta: KVMap;
-  /** Maglev tables; without it no table is written and flagged frontends stay on random. */
+  /** Maglev tables (kpr_v4_maglev, kpr_v6_maglev); without one, that family's
+   *  tables are not written and its flagged frontends stay on random. */
   maglev?: MaglevMap | undefined;
+  maglev6?: MaglevMap | undefined;
 }
 
 interface FeEntry {
@@ -110,8 +114,8 @@ interface PortState {
    */
   be: Record<IPFamily, Record<Group, Array<NatBeVal | undefined>>>;
   metaWritten: boolean;
-  /** Digest of the Maglev table installed for this id. */
-  tableDigest?: number | undefined;
+  /** Per family, the digest of the Maglev table installed for this id. */
+  tableDigest: Record<IPFamily, number | undefined>;
 }
 
 export interface ApplyError {
@@ -153,7 +157,7 @@ export interface AdoptReport {
   orphans: number;
 }
 
-/** A phase op, and which family's map it goes to (kpr_svc_meta and Maglev tables: 4). */
+/** A phase op, and which family's map it goes to (kpr_svc_meta: 4). */
 type Op = PhaseOp<PortState> & { family: IPFamily };
 
 /** A Maglev table write: its value is built by prepare() or execute(), not when planned. */
@@ -206,7 +210,21 @@ const GROUP_BASE: Record<Group, number> = { backends: 0, localBackends: NAT_BE_L
 const emptySets = (): Record<Group, Array<NatBeVal | undefined>> => ({ backends: [], localBackends: [] });
 
 function newState(name: string, id: number, metaWritten: boolean, owner?: { service: string; proto: string }): PortState {
-  return { name, service: owner?.service, proto: owner?.proto, id, frontends: new Map(), be: { 4: emptySets(), 6: emptySets() }, metaWritten };
+  return {
+    name,
+    service: owner?.service,
+    proto: owner?.proto,
+    id,
+    frontends: new Map(),
+    be: { 4: emptySets(), 6: emptySets() },
+    metaWritten,
+    tableDigest: { 4: undefined, 6: undefined },
+  };
+}
+
+/** The port has a Maglev table of either family. */
+function hasTable(st: PortState): boolean {
+  return IP_FAMILIES.some((f) => st.tableDigest[f] !== undefined);
 }
 
 /** Every backend written for the port, both sets, both families. */
@@ -354,6 +372,10 @@ export class Reconciler {
     return f === 4 ? this.maps.be : this.maps.be6;
   }
 
+  private maglevMap(f: IPFamily): MaglevMap | undefined {
+    return f === 4 ? this.maps.maglev : this.maps.maglev6;
+  }
+
   /** Read the pinned maps and take over what they hold, ids included. */
   adopt(): AdoptReport {
     this.byName.clear();
@@ -391,7 +413,7 @@ export class Reconciler {
         backends++;
       }
     }
-    for (const [id, d] of this.maps.maglev?.digests() ?? []) stateFor(id).tableDigest = d;
+    for (const f of IP_FAMILIES) for (const [id, d] of this.maglevMap(f)?.digests() ?? []) stateFor(id).tableDigest[f] = d;
     this.nextId = maxId + 1 > MAX_ID ? 1 : maxId + 1;
     const orphans = [...this.byName.keys()].filter((n) => n.startsWith(ORPHAN_PREFIX)).length;
     return { ports: this.byName.size - orphans, frontends, backends, orphans };
@@ -502,7 +524,7 @@ export class Reconciler {
           this.planBackendDeletes(st, f, 'backends', 0, beDeletes);
           this.planBackendDeletes(st, f, 'localBackends', 0, beDeletes);
         }
-        this.planTable(st, [], [], [], tableWrites, tableDeletes);
+        for (const f of IP_FAMILIES) this.planTable(st, f, [], [], [], tableWrites, tableDeletes);
         const s = st;
         metaDeletes.push({ port: s, family: 4, key: encodeU32(s.id), commit: () => (s.metaWritten = false) });
         return;
@@ -551,9 +573,11 @@ export class Reconciler {
         }
       }
 
-      // Maglev tables are IPv4 only: their one reader, the per-packet path, is IPv4 only.
-      const v4Frontends = [...wanted.values()].filter((f) => addrFamily(f.addr) === 4);
-      this.planTable(s, v4Frontends, placed[4].backends, placed[4].localBackends, tableWrites, tableDeletes);
+      // One table per family, over that family's backends at its ordinals.
+      for (const fam of IP_FAMILIES) {
+        const ofFamily = [...wanted.values()].filter((f) => addrFamily(f.addr) === fam);
+        this.planTable(s, fam, ofFamily, placed[fam].backends, placed[fam].localBackends, tableWrites, tableDeletes);
+      }
       for (const [fk, f] of wanted) {
         const fam = addrFamily(f.addr);
         const val: NatFeVal = {
@@ -596,11 +620,14 @@ export class Reconciler {
   /** The SyncPlan of planned ops: prepare() its Maglev tables, execute() every phase. */
   private finishPlan(planned: Planned): SyncPlan {
     const { tableWrites } = planned.ops;
-    const maglev = this.maps.maglev;
     const build = (op: TableOp) => (op.value ??= op.build());
+    const discard = () => {
+      for (const f of IP_FAMILIES) this.maglevMap(f)?.discardStaged?.();
+    };
     const prepare = async (): Promise<void> => {
       let since = performance.now();
       for (const op of tableWrites) {
+        const maglev = this.maglevMap(op.family);
         if (maglev?.stage) {
           try {
             maglev.stage(op.key, op.build());
@@ -625,7 +652,7 @@ export class Reconciler {
         try {
           return this.execute(planned, build);
         } finally {
-          maglev?.discardStaged?.();
+          discard();
         }
       },
     };
@@ -663,15 +690,15 @@ export class Reconciler {
     run(metaWrites, this.maps.meta, false);
     run(feDeletes.filter((o) => taken.has(o.fk)), fe, true);
     run(beWrites, be, false);
-    if (this.maps.maglev) {
-      for (const op of tableWrites) if (!failed.has(op.port)) build(op);
-      run(tableWrites, this.maps.maglev, false);
-    }
+    // planTable() plans no table op for a family without a table map.
+    const maglev = { 4: this.maps.maglev, 6: this.maps.maglev6 } as Record<IPFamily, KVMap>;
+    for (const op of tableWrites) if (!failed.has(op.port)) build(op);
+    run(tableWrites, maglev, false);
     run(feWrites, fe, false);
     run(blackholeWrites, fe, false);
     run(feDeletes.filter((o) => !taken.has(o.fk)), fe, true);
     run(beDeletes, be, true);
-    if (this.maps.maglev) run(tableDeletes, this.maps.maglev, true);
+    run(tableDeletes, maglev, true);
     run(metaDeletes, this.maps.meta, true);
 
     // The mirror holds only committed writes, so this is what left the maps,
@@ -688,13 +715,13 @@ export class Reconciler {
       }
     }
     for (const st of removed) {
-      if (failed.has(st) || st.frontends.size > 0 || hasBackends(st) || st.tableDigest !== undefined) continue;
+      if (failed.has(st) || st.frontends.size > 0 || hasBackends(st) || hasTable(st)) continue;
       this.byName.delete(st.name);
       this.byId.delete(st.id);
     }
     // A brand-new port that wrote nothing keeps no id, so a retry starts clean.
     for (const st of fresh) {
-      if (failed.has(st) && !st.metaWritten && st.frontends.size === 0 && !hasBackends(st) && st.tableDigest === undefined) {
+      if (failed.has(st) && !st.metaWritten && st.frontends.size === 0 && !hasBackends(st) && !hasTable(st)) {
         this.byName.delete(st.name);
         this.byId.delete(st.id);
       }
@@ -719,20 +746,33 @@ export class Reconciler {
     }
   }
 
-  /** Write the port's Maglev table when it changed; delete it when no frontend needs one. */
-  private planTable(st: PortState, frontends: Frontend[], cluster: NatBeVal[], local: NatBeVal[], writes: TableOp[], deletes: Op[]): void {
-    const maglev = this.maps.maglev;
+  /**
+   * Write the port's Maglev table of one family when it changed (`frontends`
+   * and the backend sets are that family's); delete it when no frontend of
+   * the family needs one.
+   */
+  private planTable(
+    st: PortState,
+    family: IPFamily,
+    frontends: Frontend[],
+    cluster: NatBeVal[],
+    local: NatBeVal[],
+    writes: TableOp[],
+    deletes: Op[],
+  ): void {
+    const maglev = this.maglevMap(family);
     if (!maglev) return;
+    const digests = st.tableDigest;
     const plan = planMaglevTable(frontends, cluster, local, maglev.tableSize);
     if (!plan) {
-      if (st.tableDigest !== undefined) {
-        deletes.push({ port: st, family: 4, key: encodeU32(st.id), commit: () => (st.tableDigest = undefined) });
+      if (digests[family] !== undefined) {
+        deletes.push({ port: st, family, key: encodeU32(st.id), commit: () => (digests[family] = undefined) });
       }
       return;
     }
-    if (plan.digest === st.tableDigest) return;
+    if (plan.digest === digests[family]) return;
     const digest = plan.digest;
-    writes.push({ port: st, family: 4, key: encodeU32(st.id), build: plan.build, commit: () => (st.tableDigest = digest) });
+    writes.push({ port: st, family, key: encodeU32(st.id), build: plan.build, commit: () => (digests[family] = digest) });
   }
 
   private planBackendDeletes(st: PortState, family: IPFamily, group: Group, from: number, out: Op[]): void {
@@ -752,15 +792,18 @@ export class Reconciler {
   }
 
   /** Entry counts per map, as the mirror knows them. */
-  counts(): { frontends: number; backends: number; ports: number; tables: number } {
+  /** tables: kpr_v4_maglev's; tables6: kpr_v6_maglev's. */
+  counts(): { frontends: number; backends: number; ports: number; tables: number; tables6: number } {
     let frontends = 0;
     let backends = 0;
     let tables = 0;
+    let tables6 = 0;
     for (const st of this.byName.values()) {
       frontends += st.frontends.size;
       backends += allBackends(st).filter(Boolean).length;
-      if (st.tableDigest !== undefined) tables++;
+      if (st.tableDigest[4] !== undefined) tables++;
+      if (st.tableDigest[6] !== undefined) tables6++;
     }
-    return { frontends, backends, ports: this.byName.size, tables };
+    return { frontends, backends, ports: this.byName.size, tables, tables6 };
   }
 }

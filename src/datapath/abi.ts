@@ -35,6 +35,7 @@ export const STRUCTS = {
   nat_be_val: { size: 8, fields: { addr: 0, port: 4, flags: 6 } },
   sk_nat_key: { size: 16, fields: { cookie: 0, addr: 8, port: 12, pad: 14 } },
   svc_meta: { size: 192, fields: { name: 0 } },
+  maglev_chunk: { size: 64, fields: { w: 0 } },
   frag_key: { size: 12, fields: { saddr: 0, daddr: 4, id: 8, proto: 10, pad: 11 } },
   frag_val: { size: 4, fields: { sport: 0, dport: 2 } },
   ct_key: { size: 16, fields: { proto: 0, pad: 1, addr_a: 4, addr_b: 8, port_a: 12, port_b: 14 } },
@@ -106,6 +107,9 @@ export const NAT_FE_PREFIX_BASE = 56;
 /** The same for nat_fe6_key: 128 + 16 + 8. */
 export const NAT_FE6_PREFIX_BASE = 152;
 
+/** Maglev table words per inner-map value (struct maglev_chunk), both families' tables. */
+export const MAGLEV_CHUNK = 16;
+
 /** kpr_config6.flags: IPv6 DSR peers are known (bpf/include/abi.h) */
 export const KPR_CFG6_F_DSR = 0x01;
 
@@ -174,6 +178,7 @@ export const ABI_CONSTANTS: Record<string, number> = {
   NODEPORT_DSR: NODEPORT_MODES.dsr,
   NODEPORT_HYBRID: NODEPORT_MODES.hybrid,
   KPR_CFG6_F_DSR,
+  MAGLEV_CHUNK,
   // the wildcard NodePort address, as the u32 the key holds
   NAT_FE_NODEPORT_ANY: ipv4ToNumber(NODEPORT_ANY),
   NAT_FE_BLACKHOLE,

@@ -36,6 +36,7 @@ import {
   MAP_V6_DSR_PEERS,
   MAP_V6_DSR_OPTOUT,
   MAP_MAGLEV,
+  MAP_V6_MAGLEV,
   MAP_SK_NAT,
   MAP_STATS,
   MAP_SVC_META,
@@ -78,6 +79,7 @@ export interface DatapathMaps {
   dsrPeers: BpfMap;
   dsrPeers6: BpfMap;
   maglev: BpfMaglevTables;
+  maglev6: BpfMaglevTables;
 }
 
 export interface AttachReport {
@@ -157,7 +159,8 @@ export class Datapath {
     const sockObj = open(SOCK_LB_OBJECT);
     let tcObj: BpfObject;
     try {
-      tcObj = open(TC_NAT_OBJECT, { [MAP_MAGLEV]: sizes.maglev ?? DEFAULT_MAP_SIZES.maglev ?? 8192 });
+      const tables = sizes.maglev ?? DEFAULT_MAP_SIZES.maglev ?? 8192;
+      tcObj = open(TC_NAT_OBJECT, { [MAP_MAGLEV]: tables, [MAP_V6_MAGLEV]: tables });
     } catch (err) {
       sockObj.close();
       throw err;
@@ -180,6 +183,7 @@ export class Datapath {
       dsrPeers: map(MAP_DSR_PEERS),
       dsrPeers6: map(MAP_V6_DSR_PEERS),
       maglev: new BpfMaglevTables(MAP_MAGLEV, tcObj.mapFd(MAP_MAGLEV), maglevTableSize),
+      maglev6: new BpfMaglevTables(MAP_V6_MAGLEV, tcObj.mapFd(MAP_V6_MAGLEV), maglevTableSize),
     });
   }
 

@@ -1,6 +1,7 @@
 /**
- * The Maglev tables in the kernel: kpr_v4_maglev, a HASH_OF_MAPS from service
- * id to an inner ARRAY (layout in bpf/include/maglev.h).
+ * The Maglev tables in the kernel: kpr_v4_maglev and its IPv6 twin
+ * kpr_v6_maglev, each a HASH_OF_MAPS from service id to an inner ARRAY
+ * (layout in bpf/include/maglev.h).
  *
  * It is written through the KVMap interface, so the reconciler's phases,
  * retries and "map is full" reports cover it like any other map: the key is
@@ -10,10 +11,10 @@
  * never a mix.
  */
 import { bpf, BPF_ANY, BPF_F_INNER_MAP, BPF_MAP_TYPE_ARRAY } from './addon.js';
+import { MAGLEV_CHUNK, STRUCTS } from './abi.js';
 import type { KVMap } from './kvmap.js';
 
-const MAGLEV_CHUNK = 16;
-const CHUNK_BYTES = MAGLEV_CHUNK * 4;
+const CHUNK_BYTES = STRUCTS.maglev_chunk.size;
 const INNER_NAME = 'kpr_maglev_tbl';
 
 /** Words of a table of size m: M, M slots, the digest. */
@@ -221,13 +222,15 @@ export class BpfMaglevTables implements MaglevMap {
  * Refuse table settings whose worst case (every table slot in use) would
  * take more kernel memory than allowed: arrays are allocated in full when
  * a table is written, so the ceiling must hold before the first one is.
+ * `tables` is one family's map size: kpr_v4_maglev and kpr_v6_maglev each
+ * hold that many, and a dual-stack Service port fills one in each.
  */
 export function maglevMemoryProblem(tables: number, m: number, limitBytes: number): string | undefined {
-  const need = tables * maglevTableBytes(m);
+  const need = 2 * tables * maglevTableBytes(m);
   if (need <= limitBytes) return undefined;
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
   return (
-    `Maglev tables could take ${mib(need)} of kernel memory (${tables} tables (--map-size-maglev) x ${m} slots ` +
+    `Maglev tables could take ${mib(need)} of kernel memory (2 families x ${tables} tables (--map-size-maglev) x ${m} slots ` +
     `(--maglev-table-size) x 4 bytes), above --maglev-memory-limit ${mib(limitBytes)}: lower --maglev-table-size or ` +
     `--map-size-maglev, or raise --maglev-memory-limit`
   );

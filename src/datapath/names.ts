@@ -22,6 +22,8 @@ export const MAP_DSR_PEERS = 'kpr_v4_dsr_peers';
 export const MAP_AFFINITY = 'kpr_v4_aff';
 /** Maglev tables (bpf/include/maglev.h): declared by the tc object only. */
 export const MAP_MAGLEV = 'kpr_v4_maglev';
+/** kpr_v4_maglev's IPv6 twin: the tables of the IPv6 backend sets, by the same service id. */
+export const MAP_V6_MAGLEV = 'kpr_v6_maglev';
 
 /* IPv6 twins (bpf/include/maps6.h); kpr_svc_meta, kpr_config and kpr_stats are shared. */
 export const MAP_V6_NAT_FE = 'kpr_v6_nat_fe';
@@ -65,6 +67,7 @@ export const ALL_MAPS = [
   MAP_V6_DSR_PEERS,
   MAP_V6_DSR_OPTOUT,
   MAP_V6_FRAG,
+  MAP_V6_MAGLEV,
 ] as const;
 
 /** Sub-directory for pinned program links. */
@@ -114,7 +117,7 @@ export interface MapSizes {
   svcMeta: number;
   /** conntrack entries (kpr_v4_ct, LRU) */
   ct?: number;
-  /** Maglev tables, one per Service port with Maglev frontends (kpr_v4_maglev) */
+  /** Maglev tables per family, one per Service port with Maglev frontends of that family (kpr_v4_maglev, kpr_v6_maglev) */
   maglev?: number;
 }
 

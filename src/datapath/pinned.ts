@@ -26,6 +26,7 @@ import {
   MAP_V6_DSR_PEERS,
   MAP_V6_DSR_OPTOUT,
   MAP_MAGLEV,
+  MAP_V6_MAGLEV,
   MAP_NAT_BE,
   MAP_NAT_FE,
   MAP_NODE_IPS,
@@ -222,6 +223,7 @@ function openPinnedMaps(pinPath: string): DatapathMaps {
       dsrPeers6: open(MAP_V6_DSR_PEERS),
       // M only matters for writes; inspect and tests read tables of any size.
       maglev: keep(new BpfMaglevTables(MAP_MAGLEV, bpf.objGet(pin(MAP_MAGLEV)), DEFAULT_MAGLEV_TABLE_SIZE, true)),
+      maglev6: keep(new BpfMaglevTables(MAP_V6_MAGLEV, bpf.objGet(pin(MAP_V6_MAGLEV)), DEFAULT_MAGLEV_TABLE_SIZE, true)),
     };
   } catch (err) {
     for (const m of opened) m.close();

@@ -8,6 +8,7 @@
  * nodes: changing them remaps flows across a mixed-version rollout.
  */
 import { createHash } from 'node:crypto';
+import { addrFamily, compareAddr, hostPort, ipv6Bytes } from '../util/ip.js';
 import { ipv4ToNumber } from '../util/ipv4.js';
 
 /** Cilium's default; a prime, so every skip walks the whole table. */
@@ -74,14 +75,14 @@ export function buildMaglevTable(identities: string[], m: number): Uint32Array {
   }
 }
 
-/** A backend's identity, the same on every node. */
+/** A backend's identity, the same on every node: "addr:port", "[addr6]:port". */
 export function backendIdentity(b: { addr: string; port: number }): string {
-  return `${b.addr}:${b.port}`;
+  return hostPort(b.addr, b.port);
 }
 
-/** Backends in the order every node sorts them: address, then port. */
+/** Backends in the order every node sorts them: address (numeric, per family), then port. */
 export function sortForMaglev<T extends { addr: string; port: number }>(list: T[]): T[] {
-  return [...list].sort((x, y) => ipv4ToNumber(x.addr) - ipv4ToNumber(y.addr) || x.port - y.port);
+  return [...list].sort((x, y) => compareAddr(x.addr, y.addr) || x.port - y.port);
 }
 
 const rol32 = (w: number, s: number) => ((w << s) | (w >>> (32 - s))) >>> 0;
@@ -94,12 +95,8 @@ export interface FlowTuple {
   proto: number;
 }
 
-/** Twin of maglev_flow_hash in bpf/include/maglev.h (the kernel's jhash_3words). */
-export function flowHash(t: FlowTuple): number {
-  const init = (0xdeadbeef + (3 << 2) + t.proto) >>> 0;
-  let a = (ipv4ToNumber(t.saddr) + init) >>> 0;
-  let b = (ipv4ToNumber(t.daddr) + init) >>> 0;
-  let c = ((((t.sport & 0xffff) << 16) | (t.dport & 0xffff)) + init) >>> 0;
+/** The kernel's __jhash_final; returns c. */
+function jhashFinal(a: number, b: number, c: number): number {
   c = ((c ^ b) - rol32(b, 14)) >>> 0;
   a = ((a ^ c) - rol32(c, 11)) >>> 0;
   b = ((b ^ a) - rol32(a, 25)) >>> 0;
@@ -108,6 +105,55 @@ export function flowHash(t: FlowTuple): number {
   b = ((b ^ a) - rol32(a, 14)) >>> 0;
   c = ((c ^ b) - rol32(b, 24)) >>> 0;
   return c;
+}
+
+/** The kernel's __jhash_mix, in place on [a, b, c]. */
+function jhashMix(s: [number, number, number]): void {
+  let [a, b, c] = s;
+  a = (((a - c) >>> 0) ^ rol32(c, 4)) >>> 0;
+  c = (c + b) >>> 0;
+  b = (((b - a) >>> 0) ^ rol32(a, 6)) >>> 0;
+  a = (a + c) >>> 0;
+  c = (((c - b) >>> 0) ^ rol32(b, 8)) >>> 0;
+  b = (b + a) >>> 0;
+  a = (((a - c) >>> 0) ^ rol32(c, 16)) >>> 0;
+  c = (c + b) >>> 0;
+  b = (((b - a) >>> 0) ^ rol32(a, 19)) >>> 0;
+  a = (a + c) >>> 0;
+  c = (((c - b) >>> 0) ^ rol32(b, 4)) >>> 0;
+  b = (b + a) >>> 0;
+  s[0] = a;
+  s[1] = b;
+  s[2] = c;
+}
+
+/** The addresses as big-endian 32-bit words (IPv6: 4 words). */
+function words6(addr: string): number[] {
+  const x = ipv6Bytes(addr);
+  return [0, 4, 8, 12].map((i) => (((x[i] as number) << 24) | ((x[i + 1] as number) << 16) | ((x[i + 2] as number) << 8) | (x[i + 3] as number)) >>> 0);
+}
+
+/**
+ * Twin of maglev_flow_hash in bpf/include/maglev.h: the kernel's
+ * jhash_3words over an IPv4 flow, its jhash2 over the nine words of an
+ * IPv6 flow (source, destination, ports), with the protocol as initval.
+ */
+export function flowHash(t: FlowTuple): number {
+  const ports = (((t.sport & 0xffff) << 16) | (t.dport & 0xffff)) >>> 0;
+  if (addrFamily(t.saddr) === 6) {
+    const [s0, s1, s2, s3] = words6(t.saddr) as [number, number, number, number];
+    const [d0, d1, d2, d3] = words6(t.daddr) as [number, number, number, number];
+    const init = (0xdeadbeef + (9 << 2) + t.proto) >>> 0;
+    const s: [number, number, number] = [(init + s0) >>> 0, (init + s1) >>> 0, (init + s2) >>> 0];
+    jhashMix(s);
+    s[0] = (s[0] + s3) >>> 0;
+    s[1] = (s[1] + d0) >>> 0;
+    s[2] = (s[2] + d1) >>> 0;
+    jhashMix(s);
+    return jhashFinal((s[0] + d2) >>> 0, (s[1] + d3) >>> 0, (s[2] + ports) >>> 0);
+  }
+  const init = (0xdeadbeef + (3 << 2) + t.proto) >>> 0;
+  return jhashFinal((ipv4ToNumber(t.saddr) + init) >>> 0, (ipv4ToNumber(t.daddr) + init) >>> 0, (ports + init) >>> 0);
 }
 
 /** The slot of a flow in a table of size m, as the data path computes it. */

@@ -140,8 +140,7 @@ function frontendsFor(svc: Service, sp: ServicePort, opts: TranslateOptions, wit
   const internal = svc.internalTrafficPolicy === 'Local' ? NAT_FLG_INTERNAL_LOCAL : 0;
   const mode = svc.nodePortMode === undefined ? 0 : NAT_FLG_MODE_SET | (NODEPORT_MODES[svc.nodePortMode] << NAT_FLG_MODE_SHIFT);
   // sessionAffinity picks per client, not per flow: it keeps the random choice, and needs no table.
-  // Maglev tables exist for IPv4 only (the per-packet path that reads them is IPv4 only).
-  const maglev = family === 4 && (svc.lbAlgorithm ?? opts.lbAlgorithm) === 'maglev' && svc.affinityTimeout === 0 ? NAT_FLG_MAGLEV : 0;
+  const maglev = (svc.lbAlgorithm ?? opts.lbAlgorithm) === 'maglev' && svc.affinityTimeout === 0 ? NAT_FLG_MAGLEV : 0;
   const external = NAT_FLG_EXTERNAL | mode | maglev | (svc.externalTrafficPolicy === 'Local' ? NAT_FLG_EXTERNAL_LOCAL : 0);
   const out: Frontend[] = [];
   for (const addr of ofFamily(svc.clusterIPs)) out.push({ addr, port: sp.port, proto, flags: internal, ...open });

@@ -128,12 +128,12 @@ test('Maglev: the table size must be a prime in range, and the tables must fit t
   r = kpr([...base, '--lb-algorithm', 'consistent']);
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /lb-algorithm/);
-  // 65536 tables x 131071 slots x 4 bytes = 32 GiB: refused with the figure and the flags to change.
+  // 2 families x 65536 tables x 131071 slots x 4 bytes = 64 GiB: refused with the figure and the flags to change.
   r = kpr(base, { KPR_MAP_SIZE_MAGLEV: '65536' }, 'maglev-table-size: 131071\n');
   assert.notEqual(r.code, 0);
-  assert.match(r.stderr, /Maglev tables could take 327\d\d MiB .*65536 tables.*131071 slots.*above --maglev-memory-limit 1024 MiB/);
+  assert.match(r.stderr, /Maglev tables could take 655\d\d MiB .*2 families x 65536 tables.*131071 slots.*above --maglev-memory-limit 1024 MiB/);
   r = kpr([...base, '--map-size-maglev', '1000', '--maglev-memory-limit', '32']);
-  assert.match(r.stderr, /Maglev tables could take 63 MiB/);
+  assert.match(r.stderr, /Maglev tables could take 125 MiB/);
 });
 
 test('--cluster-cidr takes one CIDR per family, as kube-proxy does for dual-stack', () => {

@@ -17,9 +17,11 @@ import { translateService } from '../../src/model/translate.js';
 import { decodeNatFeVal } from '../../src/datapath/codec.js';
 import { decodeMaglevTable } from '../../src/datapath/maglev-tables.js';
 import { MemoryMap, MemoryMaglevTables } from '../helpers/memmaps.js';
+import { ipv6Text } from '../../src/util/ip.js';
 import {
   backendIdentity,
   buildMaglevTable,
+  flowHash,
   flowSlot,
   isPrime,
   maglevOrdinals,
@@ -145,20 +147,108 @@ function memMaps(m: number, tables = 16) {
     be6: new MemoryMap('kpr_v6_nat_be', 8, 20, 1024),
     meta: new MemoryMap('kpr_svc_meta', 4, 192, 1024),
     maglev: new MemoryMaglevTables(m, tables),
+    maglev6: new MemoryMaglevTables(m, tables, 'kpr_v6_maglev'),
   };
 }
 
-test('reconciler: the table is written before the frontend is flagged, and removed after', () => {
+/** A dual-stack port: a ClusterIP and an external IP per family, backends of both families. */
+function dualStackPort(flags: number, v4: string[], v6: string[], v6Flags = flags): DesiredServicePort {
+  const fe = (addr: string, f: number, src: string) => ({ addr, port: 80, proto: 6, srcAddr: src, srcLen: 0, flags: f, blackhole: false });
+  return {
+    name: 'ns/web:http/TCP',
+    service: 'ns/web',
+    proto: 'TCP',
+    frontends: [fe('198.18.0.10', 0, '0.0.0.0'), fe('198.18.1.10', flags, '0.0.0.0'), fe('2001:db8:f::10', 0, '::'), fe('2001:db8:f::1:10', v6Flags, '::')],
+    backends: [...v4, ...v6].map((addr) => ({ addr, port: 8080, local: false })),
+    localBackends: [],
+    affinityTimeout: 0,
+  };
+}
+
+test('reconciler: a dual-stack port has one table per family, each over its own backends, under the one service id', () => {
   const maps = memMaps(251);
+  const log = logWrites(maps.fe6, 'fe6', maps.maglev6, 'tbl6');
+  const r = new Reconciler(maps);
+  const flags = NAT_FLG_EXTERNAL | NAT_FLG_MAGLEV;
+  const v6 = ['2001:db8:0:2::20', '2001:db8:0:2::3', '2001:db8:0:2::100'];
+  r.apply(new Map([['ns/web:http/TCP', dualStackPort(flags, ['192.0.2.10', '192.0.2.11'], v6)]]));
+  assert.deepEqual(log, ['tbl6+', 'fe6+random', 'fe6+maglev'], 'the IPv6 table is in place before an IPv6 frontend is flagged');
+  const id = r.idOf('ns/web:http/TCP') as number;
+  const [[k4, v4b]] = maps.maglev.dump() as [[Buffer, Buffer]];
+  const [[k6, v6b]] = maps.maglev6.dump() as [[Buffer, Buffer]];
+  assert.equal(k4.readUInt32LE(0), id);
+  assert.equal(k6.readUInt32LE(0), id, 'the same id in both families');
+  assert.deepEqual(new Set(decodeMaglevTable(v4b).ordinals), new Set([0, 1]), 'IPv4 table: IPv4 ordinals');
+  // The IPv6 table names kpr_v6_nat_be's ordinals, the backends the builder puts in each slot.
+  const atOrdinal = new Map(maps.be6.dump().map(([k, v]) => [k.readUInt32LE(4), ipv6Text(v.subarray(0, 16))]));
+  const t6 = decodeMaglevTable(v6b);
+  const ids = sortForMaglev(v6.map((addr) => ({ addr, port: 8080 }))).map(backendIdentity);
+  const built = buildMaglevTable(ids, 251);
+  for (let slot = 0; slot < 251; slot++) {
+    assert.equal(`[${atOrdinal.get(t6.ordinals[slot] as number)}]:8080`, ids[built[slot] as number], `slot ${slot}`);
+  }
+  assert.deepEqual(r.counts().tables + r.counts().tables6, 2);
+
+  // A restart adopts both tables: nothing rewritten.
+  const writes = [maps.maglev.writes, maps.maglev6.writes];
+  const r2 = new Reconciler(maps);
+  r2.adopt();
+  r2.syncAll(new Map([['ns/web:http/TCP', dualStackPort(flags, ['192.0.2.10', '192.0.2.11'], v6)]]));
+  assert.deepEqual([maps.maglev.writes, maps.maglev6.writes], writes);
+
+  // IPv6 back to random: its flag goes first, then its table; the IPv4 table stays.
+  log.length = 0;
+  r2.syncAll(new Map([['ns/web:http/TCP', dualStackPort(flags, ['192.0.2.10', '192.0.2.11'], v6, NAT_FLG_EXTERNAL)]]));
+  assert.deepEqual(log, ['fe6+random', 'tbl6-']);
+  assert.equal(maps.maglev6.size, 0);
+  assert.equal(maps.maglev.size, 1);
+  r2.syncAll(new Map());
+  assert.equal(maps.maglev.size, 0);
+});
+
+test('IPv6 backends sort by address value, identities are [addr]:port; the IPv6 flow hash covers every word of the tuple', () => {
+  const sorted = sortForMaglev([
+    { addr: '2001:db8::a', port: 80 },
+    { addr: '2001:db8::9', port: 81 },
+    { addr: '2001:db8::9', port: 80 },
+    { addr: '2001:db8:1::', port: 80 },
+  ]).map(backendIdentity);
+  assert.deepEqual(sorted, ['[2001:db8::9]:80', '[2001:db8::9]:81', '[2001:db8::a]:80', '[2001:db8:1::]:80']);
+  const base: FlowTuple = { saddr: '2001:db8:0:3::100', daddr: '2001:db8:f::10', sport: 40000, dport: 80, proto: 6 };
+  const h = flowHash(base);
+  assert.equal(flowHash({ ...base }), h, 'deterministic');
+  const variants: FlowTuple[] = [
+    { ...base, saddr: '2001:db8:0:3::101' },
+    { ...base, saddr: '2001:db9:0:3::100' },
+    { ...base, daddr: '2001:db8:f::11' },
+    { ...base, daddr: '2001:db8:e::10' },
+    { ...base, sport: 40001 },
+    { ...base, dport: 81 },
+    { ...base, proto: 17 },
+  ];
+  for (const v of variants) assert.notEqual(flowHash(v), h, JSON.stringify(v));
+  // Spread: 10k synthetic IPv6 flows over 7 backends stay near 1/7 each.
+  const r = prng(3);
+  const counts = new Array(7).fill(0);
+  const table = buildMaglevTable(backends(7).map(backendIdentity), 16381);
+  for (let i = 0; i < 10_000; i++) {
+    const t = { ...base, saddr: `2001:db8:0:3::${Math.floor(r() * 0xffff).toString(16)}`, sport: 1024 + Math.floor(r() * 64000) };
+    counts[table[flowSlot(t, 16381)] as number]++;
+  }
+  for (const c of counts) assert.ok(Math.abs(c / 10_000 - 1 / 7) < 0.02, String(counts));
+});
+
+/** Record the order of frontend writes (with their Maglev flag) and table writes: "fe+maglev", "tbl+", "tbl-". */
+function logWrites(fe: MemoryMap, feTag: string, tables: MemoryMap, tblTag: string): string[] {
   const log: string[] = [];
   for (const [tag, map] of [
-    ['fe', maps.fe],
-    ['tbl', maps.maglev],
+    [feTag, fe],
+    [tblTag, tables],
   ] as const) {
     const update = map.update.bind(map);
     const del = map.delete.bind(map);
     map.update = (k, v) => {
-      log.push(tag === 'fe' ? `fe+${decodeNatFeVal(v).flags & NAT_FLG_MAGLEV ? 'maglev' : 'random'}` : 'tbl+');
+      log.push(tag === feTag ? `${feTag}+${decodeNatFeVal(v).flags & NAT_FLG_MAGLEV ? 'maglev' : 'random'}` : `${tblTag}+`);
       update(k, v);
     };
     map.delete = (k) => {
@@ -166,6 +256,12 @@ test('reconciler: the table is written before the frontend is flagged, and remov
       return del(k);
     };
   }
+  return log;
+}
+
+test('reconciler: the table is written before the frontend is flagged, and removed after', () => {
+  const maps = memMaps(251);
+  const log = logWrites(maps.fe, 'fe', maps.maglev, 'tbl');
   const r = new Reconciler(maps);
   const flags = NAT_FLG_EXTERNAL | NAT_FLG_MAGLEV;
   r.apply(new Map([['ns/web:http/TCP', svcPort(flags, ['192.0.2.10', '192.0.2.11'])]]));

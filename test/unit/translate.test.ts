@@ -419,7 +419,7 @@ test('--nodeport-addresses on a dual-stack node: "primary" is the first address 
   assert.deepEqual(t.ports[0]?.frontends.filter((f) => f.port === 30080).map((f) => f.addr), ['2001:db8:0:1::1', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff']);
 });
 
-test('Maglev flags IPv4 external frontends only: the tables and the per-packet path that reads them are IPv4', () => {
+test('Maglev flags the external frontends of both families, never a ClusterIP: each family has its tables and per-packet path', () => {
   const s = svc(
     service('m', {
       type: 'NodePort',
@@ -427,13 +427,16 @@ test('Maglev flags IPv4 external frontends only: the tables and the per-packet p
       extra: { clusterIPs: ['198.18.0.10', '2001:db8:f::10'], ipFamilyPolicy: 'PreferDualStack', externalIPs: ['198.18.5.5', '2001:db8:f::55'] },
     }),
   );
-  const fe = translateService(s, [], { lbAlgorithm: 'maglev' }).ports[0]!.frontends.filter((f) => f.flags & NAT_FLG_EXTERNAL);
-  assert.deepEqual(fe.map((f) => [f.addr, Boolean(f.flags & NAT_FLG_MAGLEV)]), [
+  const all = translateService(s, [], { lbAlgorithm: 'maglev' }).ports[0]!.frontends;
+  assert.deepEqual(all.map((f) => [f.addr, Boolean(f.flags & NAT_FLG_MAGLEV)]), [
+    ['198.18.0.10', false],
     ['255.255.255.255', true],
     ['198.18.5.5', true],
-    ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', false],
-    ['2001:db8:f::55', false],
+    ['2001:db8:f::10', false],
+    ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', true],
+    ['2001:db8:f::55', true],
   ]);
+  for (const f of all) assert.equal(Boolean(f.flags & NAT_FLG_MAGLEV), Boolean(f.flags & NAT_FLG_EXTERNAL), f.addr);
 });
 
 test('an IPv6-only node: IPv6 NodePorts on its addresses; an IPv4 NodePort is not programmed, with a reason; ClusterIPs and external IPs of both families are', () => {
