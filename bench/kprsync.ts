@@ -11,9 +11,12 @@
  * wall ms and CPU ms; and the process's peak RSS.
  */
 import { performance } from 'node:perf_hooks';
-import { Controller, Datapath, DEFAULT_MAP_SIZES, ManifestSource, ObjectStore, Reconciler } from 'kpr';
+import { boundHeapGrowth, Controller, Datapath, DEFAULT_MAP_SIZES, ManifestSource, ObjectStore, Reconciler } from 'kpr';
 import { pino } from 'pino';
 import { fillerService, serviceObject, sliceObjects } from './model.js';
+
+// As `kpr run` starts: the same heap growth, so the RSS measured is the daemon's.
+boundHeapGrowth();
 
 function flag(name: string): string {
   const i = process.argv.indexOf(`--${name}`);

@@ -16,6 +16,7 @@ import { ctRows, formatCtRows } from './inspect/ct.js';
 import { formatEndpointReport, inspectEndpoints } from './inspect/endpoints.js';
 import { createLogger } from './log.js';
 import { dropUnknownEnv, pinPathOption, RUN_OPTIONS, runOptions } from './run-options.js';
+import { boundHeapGrowth } from './util/heap.js';
 import { benchEntry } from './util/paths.js';
 
 /**
@@ -38,6 +39,8 @@ async function benchCommands(command: string | undefined): Promise<CommandModule
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // Before the daemon allocates anything: the controller's RSS follows its live data.
+  if (argv[0] === 'run') boundHeapGrowth();
   const ignoredEnv = argv[0] === 'run' ? dropUnknownEnv(process.env) : [];
   const bench = await benchCommands(argv[0]);
   await yargs(argv)

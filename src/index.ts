@@ -22,3 +22,4 @@ export { DEFAULT_MAGLEV_TABLE_SIZE, tableSizeProblem } from './model/maglev.js';
 export { NAT_FLG_EXTERNAL, NAT_FLG_MAGLEV, serviceKey, type DesiredServicePort } from './model/types.js';
 export { ManifestSource } from './sources/manifest.js';
 export { ownScript, repoRoot } from './util/paths.js';
+export { boundHeapGrowth } from './util/heap.js';

@@ -55,7 +55,6 @@ import {
   type Frontend,
 } from '../model/types.js';
 import {
-  decodeNatBeKey,
   decodeNatBeVal,
   decodeNatFeKey,
   decodeNatFeVal,
@@ -66,6 +65,9 @@ import {
   encodeNatFeVal,
   encodeSvcMeta,
   encodeU32,
+  isNatBeVal4,
+  natBeKeyId,
+  natBeKeyOrdinal,
   NAT_BE6_VAL_SIZE,
   NAT_BE_KEY_SIZE,
   NAT_BE_VAL_SIZE,
@@ -252,6 +254,19 @@ function* entriesOf(map: KVMap): Iterable<[Buffer, Buffer]> {
   for (let i = 0; i < count; i++) yield [keys.subarray(i * ks, (i + 1) * ks), values.subarray(i * vs, (i + 1) * vs)];
 }
 
+/**
+ * Every entry of a map as (keys, offset, values, offset): of one packed
+ * read when the map offers it, with no Buffer view per entry either.
+ */
+function forEachPacked(map: KVMap, fn: (keys: Buffer, keyOff: number, values: Buffer, valueOff: number) => void): void {
+  if (!map.dumpPacked) {
+    for (const [k, v] of map.dump()) fn(k, 0, v, 0);
+    return;
+  }
+  const { keys, values, count } = map.dumpPacked();
+  for (let i = 0; i < count; i++) fn(keys, i * map.keySize, values, i * map.valueSize);
+}
+
 function sameFeVal(a: NatFeVal, b: NatFeVal): boolean {
   return (
     a.id === b.id && a.count === b.count && a.local === b.local && a.affinityTimeout === b.affinityTimeout && a.flags === b.flags
@@ -376,11 +391,18 @@ export class Reconciler {
     return f === 4 ? this.maps.maglev : this.maps.maglev6;
   }
 
-  /** Read the pinned maps and take over what they hold, ids included. */
+  /**
+   * Read the pinned maps and take over what they hold, ids included. What
+   * the mirror already holds byte for byte is kept as the same objects
+   * (reuse() below), so the periodic resync, which re-adopts every map,
+   * makes new objects only where the kernel drifted, instead of a second
+   * mirror of every backend (tens of MB at 10k Services).
+   */
   adopt(): AdoptReport {
-    this.byName.clear();
-    this.byId.clear();
-    this.feOwner.clear();
+    const prev = this.byId;
+    this.byName = new Map();
+    this.byId = new Map();
+    this.feOwner = new Map();
     let maxId = 0;
     const stateFor = (id: number, name?: string): PortState => {
       let st = this.byId.get(id);
@@ -401,17 +423,24 @@ export class Reconciler {
         const key = decodeNatFeKey(k);
         const val = decodeNatFeVal(v);
         const fk = frontendKey(key);
-        stateFor(val.id).frontends.set(fk, { key, val });
+        // Same key text and same value: the mirror's entry is what decoding made.
+        const had = prev.get(val.id)?.frontends.get(fk);
+        stateFor(val.id).frontends.set(fk, had && sameFeVal(had.val, val) ? had : { key, val });
         this.feOwner.set(fk, val.id);
         frontends++;
       }
-      for (const [k, v] of entriesOf(this.beMap(f))) {
-        const key = decodeNatBeKey(k);
-        const sets = stateFor(key.id).be[f];
-        if (key.ordinal >= NAT_BE_LOCAL_BASE) sets.localBackends[key.ordinal - NAT_BE_LOCAL_BASE] = decodeNatBeVal(v);
-        else sets.backends[key.ordinal] = decodeNatBeVal(v);
+      const be = this.beMap(f);
+      forEachPacked(be, (keys, ko, values, vo) => {
+        const id = natBeKeyId(keys, ko);
+        const ordinal = natBeKeyOrdinal(keys, ko);
+        const local = ordinal >= NAT_BE_LOCAL_BASE;
+        const group: Group = local ? 'localBackends' : 'backends';
+        const i = local ? ordinal - NAT_BE_LOCAL_BASE : ordinal;
+        const had = prev.get(id)?.be[f][group][i];
+        const val = had && f === 4 && isNatBeVal4(had, values, vo) ? had : decodeNatBeVal(values.subarray(vo, vo + be.valueSize));
+        stateFor(id).be[f][group][i] = val;
         backends++;
-      }
+      });
     }
     for (const f of IP_FAMILIES) for (const [id, d] of this.maglevMap(f)?.digests() ?? []) stateFor(id).tableDigest[f] = d;
     this.nextId = maxId + 1 > MAX_ID ? 1 : maxId + 1;

@@ -236,6 +236,40 @@ export function decodeNatBeVal(b: Buffer): NatBeVal {
   return { addr: readAddr(b, L.addr, f), port: b.readUInt16LE(L.port), flags: b.readUInt16LE(L.flags) };
 }
 
+/** nat_be_key.id of the key at `off` of a packed read, with no key object made. */
+export function natBeKeyId(b: Buffer, off: number): number {
+  return b.readUInt32LE(off + BE_KEY.id);
+}
+
+/** nat_be_key.ordinal of the key at `off` of a packed read. */
+export function natBeKeyOrdinal(b: Buffer, off: number): number {
+  return b.readUInt32LE(off + BE_KEY.ordinal);
+}
+
+/**
+ * Is `v` exactly what decodeNatBeVal() makes of the IPv4 nat_be_val at
+ * `off`, its address text included? Allocates nothing: re-adopting the
+ * maps keeps the mirror's own value where the kernel holds the same, so a
+ * periodic resync does not build a second copy of 100k backends.
+ */
+export function isNatBeVal4(v: NatBeVal, b: Buffer, off: number): boolean {
+  const L = BE_VAL[4].fields;
+  return v.port === b.readUInt16LE(off + L.port) && v.flags === b.readUInt16LE(off + L.flags) && isIPv4Text(v.addr, b, off + L.addr);
+}
+
+/** addr === readIPv4(b, off), without building the text. */
+function isIPv4Text(addr: string, b: Buffer, off: number): boolean {
+  let i = 0;
+  for (let part = 0; part < 4; part++) {
+    if (part > 0 && addr.charCodeAt(i++) !== 46) return false;
+    const o = b[off + part] as number;
+    if (o >= 100 && addr.charCodeAt(i++) !== 48 + Math.floor(o / 100)) return false;
+    if (o >= 10 && addr.charCodeAt(i++) !== 48 + (Math.floor(o / 10) % 10)) return false;
+    if (addr.charCodeAt(i++) !== 48 + (o % 10)) return false;
+  }
+  return i === addr.length;
+}
+
 export function encodeSkNatKey(k: SkNatKey): Buffer {
   const out = Buffer.alloc(SK_NAT_KEY_SIZE);
   out.writeBigUInt64LE(k.cookie, SK_NAT_KEY.cookie);

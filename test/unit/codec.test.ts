@@ -13,6 +13,9 @@ import {
   encodeNatFeVal,
   encodeSkNatKey,
   encodeSvcMeta,
+  isNatBeVal4,
+  natBeKeyId,
+  natBeKeyOrdinal,
   decodeSockDestroyRecs,
   encodeSockDestroyKey,
   SOCK_DESTROY_KEY_SIZE,
@@ -45,6 +48,31 @@ test('nat_be key and value: 8 bytes each', () => {
   assert.equal(v.toString('hex'), 'c0000207' + '901f' + '0100');
   assert.deepEqual(decodeNatBeVal(v), { addr: '192.0.2.7', port: 8080, flags: 1 });
   assert.equal(encodeNatBeVal({ addr: '192.0.2.7', port: 8080 }).readUInt16LE(6), 0);
+});
+
+test('isNatBeVal4 and the packed key readers agree with the decoders, address text included', () => {
+  const key = Buffer.concat([Buffer.alloc(3), encodeNatBeKey({ id: 258, ordinal: 0x80000001 })]);
+  assert.equal(natBeKeyId(key, 3), 258);
+  assert.equal(natBeKeyOrdinal(key, 3), 0x80000001);
+  const addrs = ['0.0.0.0', '192.0.2.1', '192.0.2.10', '192.0.2.100', '255.255.255.255', '10.9.99.100', '203.0.113.5'];
+  for (const addr of addrs) {
+    for (const [port, flags] of [[8080, 0], [8080, 1], [80, 0]] as const) {
+      // at an offset inside a packed read, as adoption passes it
+      const packed = Buffer.concat([Buffer.alloc(8, 0xff), encodeNatBeVal({ addr, port, flags })]);
+      const decoded = decodeNatBeVal(packed.subarray(8));
+      for (const other of addrs) {
+        for (const v of [{ addr: other, port, flags }, { addr: other, port: 81, flags }, { addr: other, port, flags: flags ^ 1 }]) {
+          const same = v.addr === decoded.addr && v.port === decoded.port && v.flags === decoded.flags;
+          assert.equal(isNatBeVal4(v, packed, 8), same, `${JSON.stringify(v)} vs ${JSON.stringify(decoded)}`);
+        }
+      }
+      // Text that encodes to the same bytes but is not what decoding gives.
+      for (const text of [addr.replace(/^(\d+)/, '0$1'), `${addr} `, `${addr}.`, addr.slice(0, -1)]) {
+        assert.equal(isNatBeVal4({ addr: text, port, flags }, packed, 8), false, text);
+      }
+      assert.equal(isNatBeVal4({ addr, port }, packed, 8), false, 'flags unset is not flags 0 as decoded');
+    }
+  }
 });
 
 test('sk_nat key: cookie u64, backend address, port', () => {

@@ -7,6 +7,9 @@ import {
   decodeNatFeKey,
   decodeNatFeVal,
   decodeSvcMeta,
+  encodeNatBeKey,
+  encodeNatBeVal,
+  encodeNatFeVal,
 } from '../../src/datapath/codec.js';
 import type { KVMap } from '../../src/datapath/kvmap.js';
 import { NAT_BE_LOCAL_BASE, parseServicePortName, type Backend, type DesiredServicePort, type Protocol } from '../../src/model/types.js';
@@ -479,6 +482,40 @@ test('a full sync read port by port (a generator) writes what the same round as 
   );
   // the frontend b takes over is deleted before b writes it, as in any takeover
   assert.ok(byPort.log.indexOf('fe-198.18.0.10') < byPort.log.findIndex((l) => l.startsWith('fe+')));
+});
+
+test('re-adopting takes every value the kernel changed, even one a character away from the mirror\'s', () => {
+  const m = memoryNatMaps();
+  const r = new Reconciler(m);
+  r.adopt();
+  const desired = new Map([
+    ['x/a:/TCP', port('x/a:/TCP', '198.18.0.1', ['192.0.2.1', '192.0.2.2', '192.0.2.3'], 1)],
+    ['x/b:/TCP', port('x/b:/TCP', '198.18.0.2', ['192.0.2.10', '192.0.2.20'])],
+    ['x/c:/TCP', port('x/c:/TCP', '198.18.0.3', ['2001:db8::1', '2001:db8::2'])],
+  ]);
+  r.syncAll(desired);
+  const want = view(m);
+  const idA = r.idOf('x/a:/TCP') as number;
+  const idB = r.idOf('x/b:/TCP') as number;
+  const beKey = (id: number, ordinal: number) => encodeNatBeKey({ id, ordinal });
+  // Drift in place: same keys, other values.
+  m.be.update(beKey(idA, 0), encodeNatBeVal({ addr: '192.0.2.11', port: 8080, flags: 1 })); // text "192.0.2.1" + one digit
+  m.be.update(beKey(idA, 1), encodeNatBeVal({ addr: '192.0.2.2', port: 8081, flags: 0 }));
+  m.be.update(beKey(idA, 2), encodeNatBeVal({ addr: '192.0.2.3', port: 8080, flags: 1 }));
+  m.be.update(beKey(idB, 0), encodeNatBeVal({ addr: '192.0.2.1', port: 8080, flags: 0 })); // "192.0.2.10" minus one digit
+  const [feKey, feVal] = m.fe.dump().find(([k]) => decodeNatFeKey(k).addr === '198.18.0.2') as [Buffer, Buffer];
+  m.fe.update(feKey, encodeNatFeVal({ ...decodeNatFeVal(feVal), count: 1 }));
+  const [be6Key] = m.be6.dump()[0] as [Buffer, Buffer];
+  m.be6.update(be6Key, encodeNatBeVal({ addr: '2001:db8::99', port: 8080, flags: 0 }));
+  r.adopt();
+  const res = r.syncAll(desired);
+  assert.deepEqual(view(m), want);
+  // Exactly the drifted entries are rewritten.
+  assert.equal(res.writes, 6);
+  assert.equal(res.deletes, 0);
+  // And the re-adopted mirror now matches the maps: nothing more to write.
+  r.adopt();
+  assert.equal(r.syncAll(desired).writes, 0);
 });
 
 test('adopting from maps read as one packed batch (dumpPacked) takes over the same state as reading them entry by entry', () => {
