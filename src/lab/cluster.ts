@@ -15,8 +15,9 @@
  * 2001:db8:f::/64 and are routed to node 1 as the IPv4 ones. Addresses are
  * added without duplicate address detection, so they work at once.
  *
- * ipv6Only: no IPv4 address anywhere (the LabNode/LabPod `ip` fields are
- * empty), kpr given the IPv6 pod prefix only: an IPv6-only cluster.
+ * ipv6Only (`kpr lab up --ip-family 6`): no IPv4 address anywhere (the
+ * LabNode/LabPod `ip` and LabNode `podCidr` fields are empty), kpr given
+ * the IPv6 pod prefix only: an IPv6-only cluster.
  *
  * pathMtu: a router <name>-rtr on the fabric (198.51.100.200,
  * 2001:db8:0:100::200) through which node 1 reaches node 2's pods and the
@@ -60,6 +61,7 @@ export interface LabNode {
   /** Empty in an IPv6-only lab, as is LabPod's. */
   ip: string;
   ip6: string;
+  /** The node's IPv4 pod subnet; empty in an IPv6-only lab. */
   podCidr: string;
   podCidr6: string;
   pods: LabPod[];
@@ -132,7 +134,7 @@ export class Lab {
         netns: `${spec.name}-n${k}`,
         ip: v4 ? `198.51.100.${10 + k}` : '',
         ip6: `2001:db8:0:100::${10 + k}`,
-        podCidr: `192.0.2.${base}/26`,
+        podCidr: v4 ? `192.0.2.${base}/26` : '',
         podCidr6: `2001:db8:0:${k}::/64`,
         pods: [],
         pinPath: `/sys/fs/bpf/kpr-lab-${spec.name}-n${k}`,
@@ -436,6 +438,22 @@ export class Lab {
       await sleep(100);
     }
     throw new Error(`lab: timed out waiting for ${what}`);
+  }
+
+  /**
+   * The IPv4 addresses in the lab's namespaces, as `<netns> <dev> <cidr>`,
+   * loopback's aside: none in an IPv6-only lab.
+   */
+  async ipv4Addresses(): Promise<string[]> {
+    const out: string[] = [];
+    for (const ns of await this.namespaces()) {
+      for (const line of (await ip(['-n', ns, '-4', '-o', 'addr', 'show'])).split('\n')) {
+        const f = line.trim().split(/\s+/);
+        if (f.length < 4 || f[1] === 'lo') continue;
+        out.push(`${ns} ${f[1]} ${f[3]}`);
+      }
+    }
+    return out;
   }
 
   async status(): Promise<string> {
