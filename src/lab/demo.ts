@@ -99,16 +99,7 @@ async function dualStackDemo(lab: Lab, check: Check): Promise<void> {
   process.stdout.write(show(r));
   check('IPv6 NodePort: backends on both nodes, they see the node address', Object.keys(r.pods).length === 4 && r.seenAs[n1.ip6] === 40);
 
-  say('externalTrafficPolicy=Local (endpoints only on node 2)');
-  r = await lab.probe(ext, ['tcp', n2.ip, '30090', '--count', '20']);
-  process.stdout.write(`via node 2: ${show(r)}`);
-  check('eTP=Local keeps the client address', r.seenAs[LAB_EXT_IP] === 20);
-  r = await lab.probe(ext, ['tcp', n1.ip, '30090', '--count', '1', '--timeout', '700']);
-  process.stdout.write(`via node 1: ${show(r)}`);
-  check('eTP=Local drops on a node without local endpoints', r.ok === 0);
-  const hc = await lab.probe(ext, ['http', `http://${n1.ip}:32100/`]);
-  process.stdout.write(`healthCheckNodePort on node 1: ${JSON.stringify(hc.status)} ${hc.body}\n`);
-  check('health check says 503 on node 1', hc.status?.['503'] === 1);
+  await etpLocal(lab, check, n1.ip, n2.ip, LAB_EXT_IP, '');
 
   say('internalTrafficPolicy=Local: a node-1 pod reaches only node-1 endpoints');
   r = await lab.probe({ netns: n1.pods[0]!.netns }, ['tcp', '198.18.0.12', '80', '--count', '20']);
@@ -162,14 +153,23 @@ async function ipv6OnlyDemo(lab: Lab, check: Check): Promise<void> {
     check(`IPv6 NodePort on ${node.name}: backends on both nodes, they see the node address`, Object.keys(r.pods).length === 4 && r.seenAs[node.ip6] === 40);
   }
 
-  say('externalTrafficPolicy=Local over IPv6 (endpoints only on node 2)');
-  r = await lab.probe(ext, ['tcp', n2.ip6, '30090', '--count', '20']);
+  await etpLocal(lab, check, n1.ip6, n2.ip6, LAB_EXT_IP6, ' over IPv6');
+}
+
+/**
+ * The eTP=Local Service (NodePort 30090, endpoints only on node 2,
+ * healthCheckNodePort 32100) by the node addresses of one family.
+ */
+async function etpLocal(lab: Lab, check: Check, n1: string, n2: string, client: string, family: string): Promise<void> {
+  const ext = { netns: lab.extNs };
+  say(`externalTrafficPolicy=Local${family} (endpoints only on node 2)`);
+  let r = await lab.probe(ext, ['tcp', n2, '30090', '--count', '20']);
   process.stdout.write(`via node 2: ${show(r)}`);
-  check('eTP=Local keeps the client address', r.seenAs[LAB_EXT_IP6] === 20);
-  r = await lab.probe(ext, ['tcp', n1.ip6, '30090', '--count', '1', '--timeout', '700']);
+  check('eTP=Local keeps the client address', r.seenAs[client] === 20);
+  r = await lab.probe(ext, ['tcp', n1, '30090', '--count', '1', '--timeout', '700']);
   process.stdout.write(`via node 1: ${show(r)}`);
   check('eTP=Local drops on a node without local endpoints', r.ok === 0);
-  const hc = await lab.probe(ext, ['http', `http://[${n1.ip6}]:32100/`]);
+  const hc = await lab.probe(ext, ['http', `http://${n1.includes(':') ? `[${n1}]` : n1}:32100/`]);
   process.stdout.write(`healthCheckNodePort on node 1: ${JSON.stringify(hc.status)} ${hc.body}\n`);
-  check('health check says 503 on node 1, over IPv6', hc.status?.['503'] === 1);
+  check(`health check says 503 on node 1${family}`, hc.status?.['503'] === 1);
 }
