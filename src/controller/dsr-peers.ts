@@ -70,11 +70,12 @@ export function dsr6Allowed(entries: readonly IpCidr[], own: readonly string[]):
 
 /**
  * Pure: the IPv6 peers that are single nodes (a /128), other than this
- * node's own addresses. Their neighbour entries are the backend node's
- * proof of the sender (dsr_from_peer), and IPv6 does not give them for
- * free: an ingress node solicits us from its link-local address when the
- * packet it forwards is not its own, so our kernel learns that address,
- * not the one the option names. Managed neighbour entries fill the gap.
+ * node's own addresses. The neighbour entry of each one's next hop is the
+ * backend node's proof of the sender (dsr_from_peer), and IPv6 does not
+ * give it for free: an ingress node (or a router) solicits us from its
+ * link-local address when the packet it forwards is not its own, so our
+ * kernel learns that address, not the one our route to the peer names.
+ * Managed neighbour entries fill the gap.
  */
 export function neighbourPeers(entries: readonly IpCidr[], own: readonly string[]): string[] {
   const mine = new Set(own.map(canonicalAddr));
@@ -82,19 +83,23 @@ export function neighbourPeers(entries: readonly IpCidr[], own: readonly string[
 }
 
 export interface NeighbourOps {
-  routeTo(addr: string): Promise<{ dev: string; onLink: boolean } | undefined>;
+  /** The route this node takes to addr: its device, and its gateway when the peer is not on the link. */
+  routeTo(addr: string): Promise<{ dev: string; gateway?: string } | undefined>;
   set(addr: string, dev: string): Promise<void>;
   del(addr: string, dev: string): Promise<void>;
 }
 
 /**
- * Keeps a managed neighbour entry for each IPv6 peer on the link of one of
- * kpr's devices, and removes the ones it made when a peer goes. A peer
- * behind a router needs none: the frame then comes from the router, whose
- * entry the kernel keeps for its own traffic. Calls run one at a time.
+ * Keeps a managed neighbour entry for the next hop towards each IPv6 peer
+ * whose route leaves by one of kpr's devices: the peer itself when it is on
+ * the link, the router that route names when it is not (the frame of a DSR
+ * request from a peer behind a router comes from that router: see "DSR
+ * trust" in docs/architecture.md). Peers behind one router share its
+ * entry, removed with the last of them. Calls run one at a time.
  */
 export class PeerNeighbours {
-  private readonly held = new Map<string, string>();
+  /** peer -> the neighbour entry it needs */
+  private readonly held = new Map<string, { addr: string; dev: string }>();
   private chain: Promise<void> = Promise.resolve();
 
   constructor(
@@ -108,27 +113,34 @@ export class PeerNeighbours {
     return this.chain;
   }
 
-  /** The entries this instance holds (address -> device). */
+  /** The neighbour entries this instance holds (address -> device). */
   entries(): Map<string, string> {
-    return new Map(this.held);
+    return new Map([...this.held.values()].map((n) => [n.addr, n.dev]));
+  }
+
+  private shared(n: { addr: string; dev: string }): boolean {
+    for (const h of this.held.values()) if (h.addr === n.addr && h.dev === n.dev) return true;
+    return false;
   }
 
   private async apply(peers: readonly string[], devices: readonly string[]): Promise<void> {
     const want = new Set(peers);
-    for (const [addr, dev] of this.held) {
-      if (want.has(addr)) continue;
-      this.held.delete(addr);
-      await this.ops.del(addr, dev).catch((err: unknown) => this.onError(addr, err));
+    for (const [peer, n] of this.held) {
+      if (want.has(peer)) continue;
+      this.held.delete(peer);
+      if (this.shared(n)) continue;
+      await this.ops.del(n.addr, n.dev).catch((err: unknown) => this.onError(n.addr, err));
     }
-    for (const addr of peers) {
-      if (this.held.has(addr)) continue;
+    for (const peer of peers) {
+      if (this.held.has(peer)) continue;
       try {
-        const r = await this.ops.routeTo(addr);
-        if (!r || !r.onLink || !devices.includes(r.dev)) continue;
-        await this.ops.set(addr, r.dev);
-        this.held.set(addr, r.dev);
+        const r = await this.ops.routeTo(peer);
+        if (!r || !devices.includes(r.dev)) continue;
+        const n = { addr: r.gateway ? canonicalAddr(r.gateway) : peer, dev: r.dev };
+        if (!this.shared(n)) await this.ops.set(n.addr, n.dev);
+        this.held.set(peer, n);
       } catch (err) {
-        this.onError(addr, err);
+        this.onError(peer, err);
       }
     }
   }
