@@ -68,7 +68,7 @@ export class BenchLab {
     /** The family the data-plane scenarios measure (6: the topology is dual-stack). */
     readonly family: IpFamily = 4,
   ) {
-    this.topo = new NodeTopology(id, podCount, POD_PORT, family === 6);
+    this.topo = new NodeTopology(id, podCount, POD_PORT, family === 6 ? 'dual' : 'ipv4');
   }
 
   /** A pod's address in the measured family. */

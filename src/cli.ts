@@ -38,6 +38,20 @@ async function benchCommands(command: string | undefined): Promise<CommandModule
   ];
 }
 
+/**
+ * `kpr lab up` and `kpr demo`: the lab's address families. yargs checks
+ * the choice before any command touches the kernel.
+ */
+const labIpFamily = {
+  'ip-family': {
+    // a string, or yargs reads "6" as a number that no choice equals
+    type: 'string' as const,
+    choices: ['dual', '6'] as const,
+    default: 'dual' as const,
+    describe: 'dual: IPv4 and IPv6 on every node, pod and client; 6: IPv6 only (no IPv4 address anywhere)',
+  },
+};
+
 export async function main(argv: string[]): Promise<void> {
   // Before the daemon allocates anything: the controller's RSS follows its live data.
   if (argv[0] === 'run') boundHeapGrowth();
@@ -166,10 +180,11 @@ export async function main(argv: string[]): Promise<void> {
             name: { type: 'string', default: 'kprlab', describe: 'lab name (namespaces are <name>-...)' },
             nodes: { type: 'number', default: 2, describe: 'nodes (1-3)' },
             pods: { type: 'number', default: 2, describe: 'pods per node (1-8)' },
+            ...labIpFamily,
           }),
       async (a) => {
         const { Lab } = await import('./lab/cluster.js');
-        const lab = new Lab({ name: a.name, nodes: a.nodes, podsPerNode: a.pods });
+        const lab = new Lab({ name: a.name, nodes: a.nodes, podsPerNode: a.pods, ipv6Only: a['ip-family'] === '6' });
         if (a.action === 'up') {
           try {
             await lab.up();
@@ -187,10 +202,14 @@ export async function main(argv: string[]): Promise<void> {
     .command(
       'demo',
       'build a lab, run kpr on every node, show each Service behaviour with real traffic, tear down',
-      (y) => y,
-      async () => {
+      (y) =>
+        y.options({
+          name: { type: 'string', describe: 'lab name, 1-8 lowercase letters/digits (default demo<pid>)' },
+          ...labIpFamily,
+        }),
+      async (a) => {
         const { runDemo } = await import('./lab/demo.js');
-        await runDemo();
+        await runDemo({ name: a.name, ipFamily: a['ip-family'] });
       },
     )
     .command(bench)

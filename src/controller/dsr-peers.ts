@@ -70,11 +70,12 @@ export function dsr6Allowed(entries: readonly IpCidr[], own: readonly string[]):
 
 /**
  * Pure: the IPv6 peers that are single nodes (a /128), other than this
- * node's own addresses. Their neighbour entries are the backend node's
- * proof of the sender (dsr_from_peer), and IPv6 does not give them for
- * free: an ingress node solicits us from its link-local address when the
- * packet it forwards is not its own, so our kernel learns that address,
- * not the one the option names. Managed neighbour entries fill the gap.
+ * node's own addresses. The neighbour entry of each one's next hop is the
+ * backend node's proof of the sender (dsr_from_peer), and IPv6 does not
+ * give it for free: an ingress node (or a router) solicits us from its
+ * link-local address when the packet it forwards is not its own, so our
+ * kernel learns that address, not the one our route to the peer names.
+ * Managed neighbour entries fill the gap.
  */
 export function neighbourPeers(entries: readonly IpCidr[], own: readonly string[]): string[] {
   const mine = new Set(own.map(canonicalAddr));
@@ -82,28 +83,35 @@ export function neighbourPeers(entries: readonly IpCidr[], own: readonly string[
 }
 
 export interface NeighbourOps {
-  routeTo(addr: string): Promise<{ dev: string; onLink: boolean } | undefined>;
+  /** The route this node takes to addr: its device, and its gateway when the peer is not on the link. */
+  routeTo(addr: string): Promise<{ dev: string; gateway?: string } | undefined>;
   set(addr: string, dev: string): Promise<void>;
   del(addr: string, dev: string): Promise<void>;
   /** The entries kpr made (its protocol mark) in place now, whoever made them. */
   list(): Promise<Array<{ addr: string; dev: string }>>;
 }
 
+type Neighbour = { addr: string; dev: string };
+const neighbourKey = (n: Neighbour) => `${n.addr} ${n.dev}`;
+
 /**
- * Keeps a managed neighbour entry for each IPv6 peer on the link of one of
- * kpr's devices, and removes the ones it made when a peer goes. A peer
- * behind a router needs none: the frame then comes from the router, whose
- * entry the kernel keeps for its own traffic. Calls run one at a time.
+ * Keeps a managed neighbour entry for the next hop towards each IPv6 peer
+ * whose route leaves by one of kpr's devices: the peer itself when it is on
+ * the link, the router that route names when it is not (the frame of a DSR
+ * request from a peer behind a router comes from that router: see "DSR
+ * trust" in docs/architecture.md). Peers behind one router share its
+ * entry, removed with the last of them. Calls run one at a time.
  *
  * While a start runs (startJournal), the entries it adds are journaled, so
  * a start that fails takes them back (rollbackJournal); entries an earlier
  * kpr left, which its data path still relies on, stay.
  */
 export class PeerNeighbours {
-  private readonly held = new Map<string, string>();
+  /** peer -> the neighbour entry it needs */
+  private readonly held = new Map<string, Neighbour>();
   private chain: Promise<void> = Promise.resolve();
-  /** Entries added since startJournal that were not there before it (address -> device). */
-  private journal: Map<string, string> | undefined;
+  /** Entries added since startJournal that were not there before it ("address device" -> entry). */
+  private journal: Map<string, Neighbour> | undefined;
   /** kpr's entries ("address device") in place when the journal started. */
   private before = new Set<string>();
 
@@ -123,7 +131,7 @@ export class PeerNeighbours {
     this.journal = new Map();
     this.chain = this.chain.then(async () => {
       try {
-        this.before = new Set((await this.ops.list()).map((n) => `${n.addr} ${n.dev}`));
+        this.before = new Set((await this.ops.list()).map(neighbourKey));
       } catch (err) {
         // Unknown what was there: take nothing back rather than an entry in use.
         this.onError('*', err);
@@ -144,12 +152,12 @@ export class PeerNeighbours {
    */
   rollbackJournal(): Promise<void> {
     this.chain = this.chain.then(async () => {
-      const added = this.journal ?? new Map<string, string>();
+      const added = this.journal ?? new Map<string, Neighbour>();
       this.journal = undefined;
       this.before.clear();
-      for (const [addr, dev] of added) {
-        this.held.delete(addr);
-        await this.ops.del(addr, dev).catch((err: unknown) => this.onError(addr, err));
+      for (const [key, n] of added) {
+        for (const [peer, h] of this.held) if (neighbourKey(h) === key) this.held.delete(peer);
+        await this.ops.del(n.addr, n.dev).catch((err: unknown) => this.onError(n.addr, err));
       }
     });
     return this.chain;
@@ -160,29 +168,38 @@ export class PeerNeighbours {
     return this.chain;
   }
 
-  /** The entries this instance holds (address -> device). */
+  /** The neighbour entries this instance holds (address -> device). */
   entries(): Map<string, string> {
-    return new Map(this.held);
+    return new Map([...this.held.values()].map((n) => [n.addr, n.dev]));
+  }
+
+  private shared(n: Neighbour): boolean {
+    for (const h of this.held.values()) if (h.addr === n.addr && h.dev === n.dev) return true;
+    return false;
   }
 
   private async apply(peers: readonly string[], devices: readonly string[]): Promise<void> {
     const want = new Set(peers);
-    for (const [addr, dev] of this.held) {
-      if (want.has(addr)) continue;
-      this.held.delete(addr);
-      this.journal?.delete(addr);
-      await this.ops.del(addr, dev).catch((err: unknown) => this.onError(addr, err));
+    for (const [peer, n] of this.held) {
+      if (want.has(peer)) continue;
+      this.held.delete(peer);
+      if (this.shared(n)) continue;
+      this.journal?.delete(neighbourKey(n));
+      await this.ops.del(n.addr, n.dev).catch((err: unknown) => this.onError(n.addr, err));
     }
-    for (const addr of peers) {
-      if (this.held.has(addr)) continue;
+    for (const peer of peers) {
+      if (this.held.has(peer)) continue;
       try {
-        const r = await this.ops.routeTo(addr);
-        if (!r || !r.onLink || !devices.includes(r.dev)) continue;
-        await this.ops.set(addr, r.dev);
-        this.held.set(addr, r.dev);
-        if (this.journal && !this.before.has(`${addr} ${r.dev}`)) this.journal.set(addr, r.dev);
+        const r = await this.ops.routeTo(peer);
+        if (!r || !devices.includes(r.dev)) continue;
+        const n = { addr: r.gateway ? canonicalAddr(r.gateway) : peer, dev: r.dev };
+        if (!this.shared(n)) {
+          await this.ops.set(n.addr, n.dev);
+          if (this.journal && !this.before.has(neighbourKey(n))) this.journal.set(neighbourKey(n), n);
+        }
+        this.held.set(peer, n);
       } catch (err) {
-        this.onError(addr, err);
+        this.onError(peer, err);
       }
     }
   }

@@ -6,8 +6,8 @@
 import { existsSync, readdirSync, statfsSync, statSync } from 'node:fs';
 import { readdir, rmdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { deleteNeighbour, kprNeighbours, listLinks } from '../util/netdev.js';
-import { ipv6Text } from '../util/ip.js';
+import { deleteNeighbour, kprNeighbours, listLinks, routeTo } from '../util/netdev.js';
+import { canonicalAddr, ipv6Text } from '../util/ip.js';
 import { DEFAULT_MAGLEV_TABLE_SIZE } from '../model/maglev.js';
 import { STAT_NAMES, STRUCTS6, type StatName } from './abi.js';
 import { bpf } from './addon.js';
@@ -115,8 +115,8 @@ async function detachAllTc(progIds?: Set<number>): Promise<string[]> {
 /**
  * The managed neighbour entries the daemon kept for this pin path's IPv6
  * DSR peers (dsr-peers.ts, PeerNeighbours): kpr's protocol mark, and an
- * address in this pin path's kpr_v6_dsr_peers, so another kpr's entries
- * in the same namespace stay.
+ * address in this pin path's kpr_v6_dsr_peers or the gateway of the route
+ * to one, so another kpr's entries in the same namespace stay.
  */
 async function removePeerNeighbours(pinPath: string): Promise<string[]> {
   const pin = mapPinPath(pinPath, MAP_V6_DSR_PEERS);
@@ -128,6 +128,10 @@ async function removePeerNeighbours(pinPath: string): Promise<string[]> {
     peers = new Set(m.dump().filter(([k]) => k.readUInt32LE(fields.prefixlen) === 128).map(([k]) => ipv6Text(k.subarray(fields.addr, fields.addr + 16))));
   } finally {
     m.close();
+  }
+  for (const peer of [...peers]) {
+    const r = await routeTo(peer).catch(() => undefined);
+    if (r?.gateway) peers.add(canonicalAddr(r.gateway));
   }
   const out: string[] = [];
   for (const n of await kprNeighbours()) {

@@ -15,8 +15,9 @@
  * 2001:db8:f::/64 and are routed to node 1 as the IPv4 ones. Addresses are
  * added without duplicate address detection, so they work at once.
  *
- * ipv6Only: no IPv4 address anywhere (the LabNode/LabPod `ip` fields are
- * empty), kpr given the IPv6 pod prefix only: an IPv6-only cluster.
+ * ipv6Only (`kpr lab up --ip-family 6`): no IPv4 address anywhere (the
+ * LabNode/LabPod `ip` and LabNode `podCidr` fields are empty), kpr given
+ * the IPv6 pod prefix only: an IPv6-only cluster.
  *
  * pathMtu: a router <name>-rtr on the fabric (198.51.100.200,
  * 2001:db8:0:100::200) through which node 1 reaches node 2's pods and the
@@ -25,6 +26,12 @@
  * "fragmentation needed" or ICMPv6 Packet Too Big from the router, as a
  * smaller-MTU hop on the path does. The endpoints' own MTUs (and TCP's
  * MSS) do not see it.
+ *
+ * routed (IPv6-only labs): nodes 2 and 3 sit on a second link,
+ * 2001:db8:0:200::/64 (node k ::1k, a bridge br1 in the fabric namespace),
+ * joined to the fabric by a router <name>-rtr (2001:db8:0:100::200 and
+ * 2001:db8:0:200::200) that routes every node's pod prefix: the nodes are
+ * in different subnets, each other's traffic always crosses the router.
  *
  * Nothing is connected to the root namespace, so there is no route out.
  * Each node's kpr has its own pin path, its own child cgroup for its pods'
@@ -60,6 +67,7 @@ export interface LabNode {
   /** Empty in an IPv6-only lab, as is LabPod's. */
   ip: string;
   ip6: string;
+  /** The node's IPv4 pod subnet; empty in an IPv6-only lab. */
   podCidr: string;
   podCidr6: string;
   pods: LabPod[];
@@ -75,6 +83,8 @@ export interface LabSpec {
   ipv6Only?: boolean;
   /** A router with this route MTU between node 1 and both node 2's pods and the client (see above). */
   pathMtu?: number;
+  /** Nodes 2 and 3 on a second link, behind a router (see above); IPv6-only labs. */
+  routed?: boolean;
 }
 
 export const LAB_CLUSTER_CIDR = '192.0.2.0/24';
@@ -85,6 +95,10 @@ export const LAB_EXT_IP6 = '2001:db8:0:100::100';
 /** The pathMtu router's fabric addresses. */
 export const LAB_RTR_IP = '198.51.100.200';
 export const LAB_RTR_IP6 = '2001:db8:0:100::200';
+/** The routed lab's second link, and its router's address there. */
+export const LAB_LINK2_CIDR6 = '2001:db8:0:200::/64';
+export const LAB_RTR2_IP6 = '2001:db8:0:200::200';
+const LAB_LINK1_CIDR6 = '2001:db8:0:100::/64';
 /** IPv6 Service addresses, routed to node 1 by the external client. */
 export const LAB_VIP6_CIDR = '2001:db8:f::/64';
 /** The pods' IPv6 gateway on every node: a link-local address of the host-side veth. */
@@ -119,10 +133,13 @@ export class Lab {
     if (spec.pathMtu !== undefined && (spec.nodes < 2 || spec.pathMtu < 1280 || spec.pathMtu >= 1500)) {
       throw new Error('pathMtu needs 2 nodes and an MTU of 1280-1499');
     }
+    if (spec.routed && (spec.nodes < 2 || !spec.ipv6Only || spec.pathMtu !== undefined)) {
+      throw new Error('routed needs 2 or 3 nodes, ipv6Only and no pathMtu');
+    }
     const v4 = !spec.ipv6Only;
     this.fabricNs = `${spec.name}-fabric`;
     this.extNs = `${spec.name}-ext`;
-    this.rtrNs = spec.pathMtu === undefined ? undefined : `${spec.name}-rtr`;
+    this.rtrNs = spec.pathMtu === undefined && !spec.routed ? undefined : `${spec.name}-rtr`;
     this.stateDir = join(stateRoot, spec.name);
     this.cgroupRoot = join(cgroup2Mount(), `kpr-lab-${spec.name}`);
     for (let k = 1; k <= spec.nodes; k++) {
@@ -131,8 +148,8 @@ export class Lab {
         name: `n${k}`,
         netns: `${spec.name}-n${k}`,
         ip: v4 ? `198.51.100.${10 + k}` : '',
-        ip6: `2001:db8:0:100::${10 + k}`,
-        podCidr: `192.0.2.${base}/26`,
+        ip6: `2001:db8:0:${spec.routed && k > 1 ? 200 : 100}::${10 + k}`,
+        podCidr: v4 ? `192.0.2.${base}/26` : '',
         podCidr6: `2001:db8:0:${k}::/64`,
         pods: [],
         pinPath: `/sys/fs/bpf/kpr-lab-${spec.name}-n${k}`,
@@ -181,23 +198,34 @@ export class Lab {
     await fab(['link', 'set', 'br0', 'up']);
     await fab(['link', 'set', 'lo', 'up']);
 
-    const plug = async (ns: string, port: string, addr: string, addr6: string) => {
-      await ip(['netns', 'add', ns]);
-      await noDad(ns);
-      await fab(['link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0']);
-      await fab(['link', 'set', 'eth0', 'netns', ns]);
-      await fab(['link', 'set', port, 'master', 'br0']);
+    if (this.spec.routed) {
+      await fab(['link', 'add', 'br1', 'type', 'bridge']);
+      await fab(['link', 'set', 'br1', 'up']);
+    }
+    /** A namespace's `dev` on a fabric bridge (created with the namespace unless it exists). */
+    const plug = async (ns: string, port: string, addr: string, addr6: string, at: { bridge?: string; dev?: string } = {}) => {
+      const dev = at.dev ?? 'eth0';
+      if (dev === 'eth0') {
+        await ip(['netns', 'add', ns]);
+        await noDad(ns);
+      }
+      await fab(['link', 'add', port, 'type', 'veth', 'peer', 'name', dev]);
+      await fab(['link', 'set', dev, 'netns', ns]);
+      await fab(['link', 'set', port, 'master', at.bridge ?? 'br0']);
       await fab(['link', 'set', port, 'up']);
       const n = (args: string[]) => ip(['-n', ns, ...args]);
       await n(['link', 'set', 'lo', 'up']);
-      await n(['link', 'set', 'eth0', 'up']);
-      if (addr) await n(['addr', 'add', `${addr}/24`, 'dev', 'eth0']);
-      await n(['-6', 'addr', 'add', `${addr6}/64`, 'dev', 'eth0', 'nodad']);
+      await n(['link', 'set', dev, 'up']);
+      if (addr) await n(['addr', 'add', `${addr}/24`, 'dev', dev]);
+      await n(['-6', 'addr', 'add', `${addr6}/64`, 'dev', dev, 'nodad']);
     };
     const v4 = !this.spec.ipv6Only;
+    /** On the routed lab: the router's address on a node's link, its way to the other link. */
+    const link2 = (node: LabNode) => node.ip6.startsWith('2001:db8:0:200:');
+    const gw6 = (from: LabNode, to: LabNode) => (!this.spec.routed || link2(from) === link2(to) ? to.ip6 : link2(from) ? LAB_RTR2_IP6 : LAB_RTR_IP6);
 
     for (const node of this.nodes) {
-      await plug(node.netns, `p-${node.name}`, node.ip, node.ip6);
+      await plug(node.netns, `p-${node.name}`, node.ip, node.ip6, { bridge: this.spec.routed && link2(node) ? 'br1' : 'br0' });
       const n = (args: string[]) => ip(['-n', node.netns, ...args]);
       const sysctl = (key: string, v: string) => runIn({ netns: node.netns }, 'sysctl', ['-q', '-w', `${key}=${v}`]);
       await sysctl('net.ipv4.ip_forward', '1');
@@ -209,8 +237,12 @@ export class Lab {
       for (const other of this.nodes) {
         if (other !== node) {
           if (v4) await n(['route', 'add', other.podCidr, 'via', other.ip, 'dev', 'eth0']);
-          await n(['-6', 'route', 'add', other.podCidr6, 'via', other.ip6, 'dev', 'eth0']);
+          await n(['-6', 'route', 'add', other.podCidr6, 'via', gw6(node, other), 'dev', 'eth0']);
         }
+      }
+      if (this.spec.routed) {
+        const [other, via] = link2(node) ? [LAB_LINK1_CIDR6, LAB_RTR2_IP6] : [LAB_LINK2_CIDR6, LAB_RTR_IP6];
+        await n(['-6', 'route', 'add', other, 'via', via, 'dev', 'eth0']);
       }
       await mkdir(node.cgroup, { recursive: true });
       for (const pod of node.pods) {
@@ -247,7 +279,18 @@ export class Lab {
       await ip(['-n', this.extNs, 'route', 'add', '198.18.0.0/15', 'via', this.nodes[0]!.ip]);
     }
     await ip(['-n', this.extNs, '-6', 'route', 'add', LAB_VIP6_CIDR, 'via', this.nodes[0]!.ip6]);
-    if (this.rtrNs) await this.createRouter(this.rtrNs, this.spec.pathMtu!, plug);
+    if (this.rtrNs && this.spec.routed) await this.createLinkRouter(this.rtrNs, plug);
+    else if (this.rtrNs) await this.createRouter(this.rtrNs, this.spec.pathMtu!, plug);
+  }
+
+  /** The routed lab's router between the fabric (eth0) and the second link (eth1), routing every pod prefix. */
+  private async createLinkRouter(ns: string, plug: (ns: string, port: string, addr: string, addr6: string, at?: { bridge?: string; dev?: string }) => Promise<void>): Promise<void> {
+    await plug(ns, 'p-rtr', '', LAB_RTR_IP6);
+    await plug(ns, 'p-rtr2', '', LAB_RTR2_IP6, { bridge: 'br1', dev: 'eth1' });
+    await runIn({ netns: ns }, 'sysctl', ['-q', '-w', 'net.ipv6.conf.all.forwarding=1']);
+    for (const node of this.nodes) await ip(['-n', ns, '-6', 'route', 'add', node.podCidr6, 'via', node.ip6]);
+    // The client reaches the second link through it (node 2's NodePorts).
+    await ip(['-n', this.extNs, '-6', 'route', 'add', LAB_LINK2_CIDR6, 'via', LAB_RTR_IP6]);
   }
 
   /** The pathMtu router, and node 1's routes to node 2's pods and the client through it. */
@@ -436,6 +479,22 @@ export class Lab {
       await sleep(100);
     }
     throw new Error(`lab: timed out waiting for ${what}`);
+  }
+
+  /**
+   * The IPv4 addresses in the lab's namespaces, as `<netns> <dev> <cidr>`,
+   * loopback's aside: none in an IPv6-only lab.
+   */
+  async ipv4Addresses(): Promise<string[]> {
+    const out: string[] = [];
+    for (const ns of await this.namespaces()) {
+      for (const line of (await ip(['-n', ns, '-4', '-o', 'addr', 'show'])).split('\n')) {
+        const f = line.trim().split(/\s+/);
+        if (f.length < 4 || f[1] === 'lo') continue;
+        out.push(`${ns} ${f[1]} ${f[3]}`);
+      }
+    }
+    return out;
   }
 
   async status(): Promise<string> {

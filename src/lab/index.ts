@@ -7,5 +7,5 @@ export { Lab, LAB_CLUSTER_CIDR, type LabNode } from './cluster.js';
 export { ip, nodeArgv, run, runIn, spawnIn, wrapArgv } from './exec.js';
 export { node, service, slice, type SliceEndpoint, type SvcOpts } from './objects.js';
 export { Teardown } from './teardown.js';
-export { NODE_IP, NODE_IP6, NodeTopology, type Pod } from './topology.js';
+export { NODE_IP, NODE_IP6, NodeTopology, type Pod, type TopologyFamily } from './topology.js';
 export { cgroup2Mount, createChildCgroup, removeCgroup } from '../util/cgroup.js';

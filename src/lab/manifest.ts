@@ -27,8 +27,13 @@ export function labSlicePorts() {
   ];
 }
 
-/** The manifest `lab up` writes when there is none: one Service per behaviour. */
+/**
+ * The manifest `lab up` writes when there is none: one Service per
+ * behaviour; on an IPv6-only lab, labIpv6OnlyObjects (its pods have no
+ * IPv4 address to list).
+ */
 export function defaultLabManifest(lab: Lab): unknown[] {
+  if (lab.spec.ipv6Only) return labIpv6OnlyObjects(lab);
   const ep = (pods: LabPod[], node: string): SliceEndpoint[] => pods.map((p) => ({ ip: p.ip, ready: true, node }));
   const allEndpoints = lab.nodes.flatMap((n) => ep(n.pods, n.name));
   const n2 = lab.nodes[1] ?? lab.nodes[0]!;

@@ -1,19 +1,24 @@
 /**
  * A one-node topology in network namespaces: a node namespace with pods on
- * veths, each pod running podserver. Addresses come from 192.0.2.0/24 only,
- * plus 2001:db8::/48 when dual-stack, and no namespace has a route out. destroy() removes everything it made, by
- * name, even after a partial create.
+ * veths, each pod running podserver. Addresses come from 192.0.2.0/24
+ * ('ipv4'), 2001:db8::/48 ('ipv6', where no namespace gets an IPv4
+ * address), or both ('dual'); no namespace has a route out. destroy()
+ * removes everything it made, by name, even after a partial create.
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { ip, nodeArgv, spawnIn } from './exec.js';
 import { ownScript } from '../util/paths.js';
 
+/** Which address families the node and its pods get. */
+export type TopologyFamily = 'ipv4' | 'dual' | 'ipv6';
+
 export interface Pod {
   name: string;
   netns: string;
+  /** Empty in an IPv6-only topology. */
   ip: string;
-  /** The pod's IPv6 address, in a dual-stack topology. */
+  /** The pod's IPv6 address, unless the topology is IPv4-only. */
   ip6?: string;
   proc?: ChildProcess;
 }
@@ -35,11 +40,18 @@ export class NodeTopology {
     readonly prefix: string,
     private readonly podCount: number,
     readonly port = 8080,
-    /** Give the node and every pod an IPv6 address too (2001:db8::/48). */
-    readonly dualStack = false,
+    readonly family: TopologyFamily = 'ipv4',
   ) {
     if (!/^[a-z0-9-]{1,11}$/.test(prefix)) throw new Error(`topology prefix must be short [a-z0-9-]: ${prefix}`);
     this.nodeNs = `${prefix}-node`;
+  }
+
+  get hasV4(): boolean {
+    return this.family !== 'ipv6';
+  }
+
+  get hasV6(): boolean {
+    return this.family !== 'ipv4';
   }
 
   async create(): Promise<void> {
@@ -47,11 +59,11 @@ export class NodeTopology {
     this.created.push(this.nodeNs);
     const inNode = (args: string[]) => ip(['-n', this.nodeNs, ...args]);
     await inNode(['link', 'set', 'lo', 'up']);
-    await inNode(['addr', 'add', `${NODE_IP}/32`, 'dev', 'lo']);
+    if (this.hasV4) await inNode(['addr', 'add', `${NODE_IP}/32`, 'dev', 'lo']);
     // nodad: the address is usable at once, not tentative for a second.
-    if (this.dualStack) await inNode(['addr', 'add', `${NODE_IP6}/128`, 'dev', 'lo', 'nodad']);
+    if (this.hasV6) await inNode(['addr', 'add', `${NODE_IP6}/128`, 'dev', 'lo', 'nodad']);
     for (let i = 0; i < this.podCount; i++) {
-      const pod: Pod = { name: `pod-${i + 1}`, netns: `${this.prefix}-p${i + 1}`, ip: `192.0.2.${11 + i}` };
+      const pod: Pod = { name: `pod-${i + 1}`, netns: `${this.prefix}-p${i + 1}`, ip: this.hasV4 ? `192.0.2.${11 + i}` : '' };
       await ip(['netns', 'add', pod.netns]);
       this.created.push(pod.netns);
       const host = `veth${i + 1}`;
@@ -59,13 +71,15 @@ export class NodeTopology {
       await inNode(['link', 'add', host, 'type', 'veth', 'peer', 'name', 'eth0']);
       await inNode(['link', 'set', 'eth0', 'netns', pod.netns]);
       await inNode(['link', 'set', host, 'up']);
-      await inNode(['route', 'add', `${pod.ip}/32`, 'dev', host]);
       const inPod = (args: string[]) => ip(['-n', pod.netns, ...args]);
       await inPod(['link', 'set', 'lo', 'up']);
       await inPod(['link', 'set', 'eth0', 'up']);
-      await inPod(['addr', 'add', `${pod.ip}/32`, 'dev', 'eth0']);
-      await inPod(['route', 'add', `${NODE_IP}/32`, 'dev', 'eth0']);
-      if (this.dualStack) {
+      if (this.hasV4) {
+        await inNode(['route', 'add', `${pod.ip}/32`, 'dev', host]);
+        await inPod(['addr', 'add', `${pod.ip}/32`, 'dev', 'eth0']);
+        await inPod(['route', 'add', `${NODE_IP}/32`, 'dev', 'eth0']);
+      }
+      if (this.hasV6) {
         pod.ip6 = `2001:db8::${11 + i}`;
         await inPod(['-6', 'addr', 'add', `${pod.ip6}/128`, 'dev', 'eth0', 'nodad']);
         await inPod(['-6', 'route', 'add', `${NODE_IP6}/128`, 'dev', 'eth0']);
@@ -90,8 +104,7 @@ export class NodeTopology {
           ...nodeArgv(script),
           '--name',
           pod.name,
-          '--host',
-          pod.ip,
+          ...(pod.ip ? ['--host', pod.ip] : []),
           '--port',
           String(this.port),
           ...(pod.ip6 ? ['--host6', pod.ip6] : []),

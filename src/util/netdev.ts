@@ -24,11 +24,12 @@ export async function listLinks(): Promise<Array<{ ifname: string; ifindex: numb
   return (JSON.parse(out.stdout) as Array<{ ifname: string; ifindex: number }>).map((l) => ({ ifname: l.ifname, ifindex: l.ifindex }));
 }
 
-/** The device `ip route get` picks for an address, and whether it is on that device's link (no gateway). */
-export async function routeTo(addr: string): Promise<{ dev: string; onLink: boolean } | undefined> {
+/** The device `ip route get` picks for an address, and the gateway it names when the address is not on that device's link. */
+export async function routeTo(addr: string): Promise<{ dev: string; gateway?: string } | undefined> {
   const { stdout } = await execFileP('ip', ['-j', 'route', 'get', addr]);
   const r = (JSON.parse(stdout) as Array<{ dev?: string; gateway?: string }>)[0];
-  return r?.dev ? { dev: r.dev, onLink: !r.gateway } : undefined;
+  if (!r?.dev) return undefined;
+  return r.gateway ? { dev: r.dev, gateway: r.gateway } : { dev: r.dev };
 }
 
 /** The protocol kpr marks its neighbour entries with (unassigned in iproute2's rt_protos), so cleanup finds them. */

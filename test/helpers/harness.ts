@@ -13,7 +13,7 @@ import { stringify } from 'yaml';
 import { cleanup, withPinnedMaps } from '../../src/datapath/pinned.js';
 import { natRows, type NatRow } from '../../src/inspect/nat.js';
 import { nodeArgv, runIn, spawnIn } from '../../src/lab/exec.js';
-import { labScript, NodeTopology } from '../../src/lab/topology.js';
+import { labScript, NodeTopology, type TopologyFamily } from '../../src/lab/topology.js';
 import { createChildCgroup, removeCgroup } from '../../src/util/cgroup.js';
 import { repoRoot } from '../../src/util/paths.js';
 import type { ProbeResult } from '../../src/lab/probe-result.js';
@@ -29,8 +29,8 @@ export class Harness {
   kpr: ChildProcess | undefined;
   kprLog = '';
 
-  constructor(readonly id: string, pods = 3, opts: { dualStack?: boolean } = {}) {
-    this.topo = new NodeTopology(id, pods, 8080, opts.dualStack ?? false);
+  constructor(readonly id: string, pods = 3, opts: { family?: TopologyFamily } = {}) {
+    this.topo = new NodeTopology(id, pods, 8080, opts.family ?? 'ipv4');
     this.pinPath = `/sys/fs/bpf/kpr-test-${id}`;
   }
 

@@ -95,7 +95,7 @@ function objects(h: Harness, v6Ready: string[], v4Ready = h.topo.pods.map((p) =>
 
 test('connect-time load balancing for AF_INET6 sockets: IPv6 Services and v4-mapped IPv4 ones', async (t) => {
   if (!requireRoot(t)) return;
-  const h = new Harness(`c6${process.pid % 100000}`, 3, { dualStack: true });
+  const h = new Harness(`c6${process.pid % 100000}`, 3, { family: 'dual' });
   try {
     await h.setup();
     const v6 = h.topo.pods.map((p) => p.ip6!);
@@ -296,6 +296,32 @@ test('connect-time load balancing for AF_INET6 sockets: IPv6 Services and v4-map
       assert.equal(stats().sock_blackhole - before.sock_blackhole, 2);
       await h.removeManifest('lbsr.yaml');
     });
+  } finally {
+    await h.teardown();
+  }
+});
+
+test('an IPv6-only node topology: no IPv4 address in any namespace, and an IPv6 Service balanced at connect time', async (t) => {
+  if (!requireRoot(t)) return;
+  const h = new Harness(`c6o${process.pid % 100000}`, 2, { family: 'ipv6' });
+  try {
+    await h.setup();
+    for (const ns of [h.topo.nodeNs, ...h.topo.pods.map((p) => p.netns)]) {
+      const v4 = await runIn({ netns: ns }, 'ip', ['-4', '-o', 'addr', 'show']);
+      assert.deepEqual(v4.split('\n').filter((l) => l.trim() && !/^\d+: lo\s/.test(l)), [], `${ns} has no IPv4 address but loopback's`);
+    }
+    assert.deepEqual(h.topo.pods.map((p) => p.ip), ['', '']);
+    await h.writeManifest('svc.yaml', [
+      service('web6', { ns: 'test', clusterIP: VIP6, ports: PORTS.slice(0, 1).map(({ nodePort: _, ...p }) => p), extra: { ipFamilies: ['IPv6'], ipFamilyPolicy: 'SingleStack' } }),
+      slice('web6-1', 'web6', h.topo.pods.map((p) => ({ ip: p.ip6! })), SLICE_PORTS.slice(0, 1), { ns: 'test', addressType: 'IPv6' }),
+    ]);
+    h.startKpr(['--node-ip', '2001:db8::1']);
+    await h.waitNat((rows) => rows.some((r) => r.frontend.addr === VIP6 && r.backends.length === 2), 'the IPv6 Service');
+    const r = await h.probe(['tcp', VIP6, '80', '--count', '40']);
+    assert.deepEqual(r.errors, {});
+    assert.deepEqual(Object.keys(r.pods).sort(), ['pod-1', 'pod-2']);
+    assert.deepEqual(r.peers, { [`${VIP6}:80`]: 40 });
+    assert.deepEqual(Object.keys(r.seenAs), ['2001:db8::1'], 'the pods saw the node over IPv6');
   } finally {
     await h.teardown();
   }

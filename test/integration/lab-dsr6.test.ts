@@ -6,42 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { service, slice } from '../../src/lab/objects.js';
-import { Lab, LAB_EXT_IP6, POD_BULK_PORT, POD_PORT, type LabNode } from '../../src/lab/cluster.js';
+import { Lab, LAB_EXT_IP6, type LabNode } from '../../src/lab/cluster.js';
 import { run } from '../../src/lab/exec.js';
 import { requireRoot } from '../helpers/privileged.js';
+import { BULK_NP, dsr6Manifest, TCP_NP, UDP_NP } from '../helpers/dsr6-lab.js';
 import { UDP_GSO_PY } from '../helpers/udp-gso.js';
 import { delta, stats } from '../helpers/lab-stats.js';
 
-const TCP_NP = 30160;
-const UDP_NP = 30161;
-const BULK_NP = 30162;
 const MB = 1 << 20;
-
-function manifest(b: LabNode): unknown[] {
-  const ports = [
-    { name: 'tcp', port: 80, protocol: 'TCP', targetPort: POD_PORT, nodePort: TCP_NP },
-    { name: 'udp', port: 53, protocol: 'UDP', targetPort: POD_PORT, nodePort: UDP_NP },
-    { name: 'bulk', port: 9000, protocol: 'TCP', targetPort: POD_BULK_PORT, nodePort: BULK_NP },
-  ];
-  return [
-    service('dsr6', {
-      ns: 'dsr6',
-      type: 'NodePort',
-      clusterIP: '2001:db8:f::60',
-      ports,
-      annotations: { 'kpr.io/nodeport-mode': 'dsr' },
-      extra: { ipFamilies: ['IPv6'], ipFamilyPolicy: 'SingleStack' },
-    }),
-    slice(
-      'dsr6-1',
-      'dsr6',
-      b.pods.map((p) => ({ ip: p.ip6, ready: true, node: b.name })),
-      ports.map((p) => ({ name: p.name, port: p.targetPort, protocol: p.protocol })),
-      { ns: 'dsr6', addressType: 'IPv6' },
-    ),
-  ];
-}
 
 test('IPv6 DSR: NodePort through node A to backends on node B, the client address kept, replies straight from B', async (t) => {
   if (!requireRoot(t)) return;
@@ -51,7 +23,7 @@ test('IPv6 DSR: NodePort through node A to backends on node B, the client addres
   const podsB = b.pods.map((p) => p.name).sort();
   try {
     // Node B honours the destination option only from its peers, here given by their IPv6 addresses.
-    await lab.up({ manifest: manifest(b), kprArgs: ['--cluster-node-ips', a.ip6, b.ip6] });
+    await lab.up({ manifest: dsr6Manifest(b), kprArgs: ['--cluster-node-ips', a.ip6, b.ip6] });
     for (const node of lab.nodes) await lab.waitFor(async () => (await lab.kprLog(node)).includes('"msg":"synced"'), `kpr on ${node.name}`);
 
     await t.test('TCP and UDP: B sees the client; A sends each new flow on with the option and sees no reply', async () => {

@@ -178,7 +178,7 @@ async function managedNeighbours(h: Harness): Promise<string[]> {
 
 test('start-up: a failed start removes the neighbour entries it made for IPv6 DSR peers, and keeps those an earlier kpr made', async (t) => {
   if (!requireRoot(t)) return;
-  const h = new Harness(`nbops${process.pid % 100000}`, 2, { dualStack: true });
+  const h = new Harness(`nbops${process.pid % 100000}`, 2, { family: 'dual' });
   t.after(() => h.teardown());
   await h.setup();
   const [p1, p2] = h.topo.pods as [Pod, Pod];

@@ -41,14 +41,13 @@ test('neighbourPeers: IPv6 single nodes other than this one; prefixes and IPv4 n
   assert.deepEqual(neighbourPeers(cidrs('2001:db8::1', '2001:db8::2', '2001:db8:0:9::/64', '192.0.2.1'), ['2001:db8:0:0::1']), ['2001:db8::2']);
 });
 
-test('PeerNeighbours: managed entries for on-link peers on kpr devices only; removed with their peer, failures reported', async () => {
+test('PeerNeighbours: managed entries for the next hop towards each peer on kpr devices; removed with their peer, failures reported', async () => {
   const calls: string[] = [];
   const errors: string[] = [];
-  const routes: Record<string, { dev: string; onLink: boolean }> = {
-    '2001:db8::2': { dev: 'eth0', onLink: true },
-    '2001:db8::3': { dev: 'eth0', onLink: false },
-    '2001:db8::4': { dev: 'other', onLink: true },
-    '2001:db8::5': { dev: 'eth0', onLink: true },
+  const routes: Record<string, { dev: string; gateway?: string }> = {
+    '2001:db8::2': { dev: 'eth0' },
+    '2001:db8::4': { dev: 'other' },
+    '2001:db8::5': { dev: 'eth0' },
   };
   const n = new PeerNeighbours(
     {
@@ -62,8 +61,8 @@ test('PeerNeighbours: managed entries for on-link peers on kpr devices only; rem
     },
     (a, e) => errors.push(`${a}: ${String(e)}`),
   );
-  await n.sync(['2001:db8::2', '2001:db8::3', '2001:db8::4', '2001:db8::5'], ['eth0']);
-  assert.deepEqual(calls, ['set 2001:db8::2 eth0'], 'behind a router or off kpr devices: none');
+  await n.sync(['2001:db8::2', '2001:db8::4', '2001:db8::5'], ['eth0']);
+  assert.deepEqual(calls, ['set 2001:db8::2 eth0'], 'off kpr devices: none');
   assert.deepEqual(errors, ['2001:db8::5: Error: EPERM']);
   await n.sync(['2001:db8::2'], ['eth0']);
   assert.equal(calls.length, 1, 'an entry held is not rewritten');
@@ -76,7 +75,7 @@ test('PeerNeighbours: a rolled-back start removes the entries it added, not thos
   const calls: string[] = [];
   const n = new PeerNeighbours(
     {
-      routeTo: async () => ({ dev: 'eth0', onLink: true }),
+      routeTo: async () => ({ dev: 'eth0' }),
       set: async (a, d) => void calls.push(`set ${a} ${d}`),
       del: async (a, d) => void calls.push(`del ${a} ${d}`),
       list: async () => [{ addr: '2001:db8::2', dev: 'eth0' }],
@@ -98,6 +97,26 @@ test('PeerNeighbours: a rolled-back start removes the entries it added, not thos
   n.commitJournal();
   await n.rollbackJournal();
   assert.deepEqual(calls, ['set 2001:db8::5 eth0']);
+});
+
+test('PeerNeighbours: a peer behind a router gets the entry of the gateway its route names, shared by every peer behind it', async () => {
+  const calls: string[] = [];
+  const routes: Record<string, { dev: string; gateway?: string }> = {
+    '2001:db8:0:100::11': { dev: 'eth0', gateway: '2001:db8:0:200::200' },
+    '2001:db8:0:100::12': { dev: 'eth0', gateway: '2001:db8:0:200:0:0:0:200' },
+    '2001:db8:0:300::13': { dev: 'eth0', gateway: 'fe80::1' },
+  };
+  const n = new PeerNeighbours(
+    { routeTo: async (a) => routes[a], set: async (a, d) => void calls.push(`set ${a} ${d}`), del: async (a, d) => void calls.push(`del ${a} ${d}`), list: async () => [] },
+    (a, e) => assert.fail(`${a}: ${String(e)}`),
+  );
+  await n.sync(['2001:db8:0:100::11', '2001:db8:0:100::12', '2001:db8:0:300::13'], ['eth0']);
+  assert.deepEqual(calls, ['set 2001:db8:0:200::200 eth0', 'set fe80::1 eth0'], 'one entry per next hop');
+  assert.deepEqual([...n.entries()].sort(), [['2001:db8:0:200::200', 'eth0'], ['fe80::1', 'eth0']]);
+  await n.sync(['2001:db8:0:100::12'], ['eth0']);
+  assert.deepEqual(calls.slice(2), ['del fe80::1 eth0'], 'the router entry stays while a peer behind it does');
+  await n.sync([], ['eth0']);
+  assert.deepEqual(calls.slice(3), ['del 2001:db8:0:200::200 eth0']);
 });
 
 test('dsr6Allowed: an IPv6 peer other than this node, single or a prefix', () => {
