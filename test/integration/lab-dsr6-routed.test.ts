@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import { Lab, LAB_EXT_IP6, LAB_RTR_IP6, LAB_RTR2_IP6, POD_PORT, type LabNode } from '../../src/lab/cluster.js';
 import { ip, run } from '../../src/lab/exec.js';
 import { requireRoot } from '../helpers/privileged.js';
-import { BULK_NP, dsr6Manifest, TCP_NP, UDP_NP } from '../helpers/dsr6-lab.js';
+import { assertDsr6Flows, BULK_NP, dsr6Manifest, UDP_NP } from '../helpers/dsr6-lab.js';
 import { delta, stats } from '../helpers/lab-stats.js';
 
 const MB = 1 << 20;
@@ -47,7 +47,6 @@ test('IPv6 DSR across a router: NodePort on node A, backends on node B in anothe
   const [a, b] = lab.nodes as [LabNode, LabNode];
   const ext = { netns: lab.extNs };
   const rogueNs = `${lab.spec.name}-rog`;
-  const podsB = b.pods.map((p) => p.name).sort();
   const forge = async (netns: string, node: string) =>
     JSON.parse(await lab.exec({ netns }, 'python3', ['-c', FORGE_PY, b.pods[0]!.ip6, String(POD_PORT), a.ip6, node, String(UDP_NP)])) as { reply: string | null; from?: string };
   try {
@@ -60,24 +59,7 @@ test('IPv6 DSR across a router: NodePort on node A, backends on node B in anothe
     });
 
     await t.test('TCP and UDP: B sees the client and answers it straight, A sees no reply', async () => {
-      const beforeA = stats(a);
-      const beforeB = stats(b);
-      const tcp = await lab.probe(ext, ['tcp', a.ip6, String(TCP_NP), '--count', '40']);
-      assert.deepEqual(tcp.errors, {}, `node B: ${(await lab.kprLog(b)).slice(-800)}`);
-      assert.deepEqual(Object.keys(tcp.pods).sort(), podsB);
-      assert.deepEqual(tcp.peers, { [`${a.ip6}:${TCP_NP}`]: 40 });
-      assert.deepEqual(tcp.seenAs, { [LAB_EXT_IP6]: 40 }, 'the backend sees the client address');
-      const udp = await lab.probe(ext, ['udp', a.ip6, String(UDP_NP), '--count', '40']);
-      assert.deepEqual(udp.errors, {});
-      assert.deepEqual(udp.peers, { [`${a.ip6}:${UDP_NP}`]: 40 }, 'UDP replies come from the NodePort');
-      assert.deepEqual(udp.seenAs, { [LAB_EXT_IP6]: 40 });
-      const dA = delta(stats(a), beforeA);
-      const dB = delta(stats(b), beforeB);
-      assert.equal(dA.tc_dsr_fwd, 80, 'node A sent each new flow on with the option');
-      assert.equal(dB.tc_dsr_learn, 80, 'node B learnt each one');
-      assert.ok((dB.tc_dsr_reply ?? 0) >= 80, 'node B answered the client itself');
-      assert.equal(dA.tc_rev ?? 0, 0, 'node A saw no reply packet at all');
-      assert.equal(dB.tc_dsr_untrusted ?? 0, 0);
+      await assertDsr6Flows(lab, a, b);
     });
 
     await t.test('1 MB up and down on four connections by DSR across the router', async () => {

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { Lab, LAB_EXT_IP6, type LabNode } from '../../src/lab/cluster.js';
 import { run } from '../../src/lab/exec.js';
 import { requireRoot } from '../helpers/privileged.js';
-import { BULK_NP, dsr6Manifest, TCP_NP, UDP_NP } from '../helpers/dsr6-lab.js';
+import { assertDsr6Flows, BULK_NP, dsr6Manifest, UDP_NP } from '../helpers/dsr6-lab.js';
 import { UDP_GSO_PY } from '../helpers/udp-gso.js';
 import { delta, stats } from '../helpers/lab-stats.js';
 
@@ -20,31 +20,13 @@ test('IPv6 DSR: NodePort through node A to backends on node B, the client addres
   const lab = new Lab({ name: `d6${process.pid % 100000}`, nodes: 2, podsPerNode: 2 });
   const [a, b] = lab.nodes as [LabNode, LabNode];
   const ext = { netns: lab.extNs };
-  const podsB = b.pods.map((p) => p.name).sort();
   try {
     // Node B honours the destination option only from its peers, here given by their IPv6 addresses.
     await lab.up({ manifest: dsr6Manifest(b), kprArgs: ['--cluster-node-ips', a.ip6, b.ip6] });
     for (const node of lab.nodes) await lab.waitFor(async () => (await lab.kprLog(node)).includes('"msg":"synced"'), `kpr on ${node.name}`);
 
     await t.test('TCP and UDP: B sees the client; A sends each new flow on with the option and sees no reply', async () => {
-      const beforeA = stats(a);
-      const beforeB = stats(b);
-      const tcp = await lab.probe(ext, ['tcp', a.ip6, String(TCP_NP), '--count', '40']);
-      assert.deepEqual(tcp.errors, {});
-      assert.deepEqual(Object.keys(tcp.pods).sort(), podsB);
-      assert.deepEqual(tcp.peers, { [`${a.ip6}:${TCP_NP}`]: 40 }, 'the client talks to the NodePort throughout');
-      assert.deepEqual(tcp.seenAs, { [LAB_EXT_IP6]: 40 }, 'the backend sees the client address');
-      const udp = await lab.probe(ext, ['udp', a.ip6, String(UDP_NP), '--count', '40']);
-      assert.deepEqual(udp.errors, {});
-      assert.deepEqual(udp.peers, { [`${a.ip6}:${UDP_NP}`]: 40 }, 'UDP replies come from the NodePort');
-      assert.deepEqual(udp.seenAs, { [LAB_EXT_IP6]: 40 });
-      const dA = delta(stats(a), beforeA);
-      const dB = delta(stats(b), beforeB);
-      assert.equal(dA.tc_dsr_fwd, 80, 'node A sent each new flow on with the option');
-      assert.equal(dB.tc_dsr_learn, 80, 'node B learnt each one');
-      assert.ok((dB.tc_dsr_reply ?? 0) >= 80, 'node B answered the client itself');
-      assert.equal(dA.tc_rev ?? 0, 0, 'node A saw no reply packet at all');
-      assert.equal(dB.tc_dsr_untrusted ?? 0, 0);
+      await assertDsr6Flows(lab, a, b);
       // A solicits B from its link-local address, so B's proof that the
       // option comes from A is the managed entry kpr keeps for A's address.
       const neigh = await run('ip', ['-n', b.netns, '-6', 'neigh', 'show', a.ip6]);
